@@ -1,0 +1,31 @@
+#!/bin/sh
+# PID 1 of the test guest (installed into the root by tests/vm/rootfs.py).
+# Mounts the usual pseudo file systems, the project and shared/ at their host
+# paths, runs /vmrun/cmd.sh, reports its exit status and powers off.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+for d in /tmp /run /var/tmp /root /var/lib /var/cache /var/log; do mount -t tmpfs tmpfs "$d"; done
+opts=trans=virtio,version=9p2000.L,msize=512000
+mount -t 9p -o "$opts" vmrun /vmrun
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        vmabpf.project=?*) mount -t 9p -o "$opts" project "${arg#vmabpf.project=}" ;;
+        vmabpf.shared=?*) mount -t 9p -o "$opts,ro" shared "${arg#vmabpf.shared=}" ;;
+    esac
+done
+hostname vmabpf-guest 2>/dev/null
+echo VMABPF_GUEST_START > /dev/console
+sh /vmrun/cmd.sh </dev/null >/dev/console 2>&1
+rc=$?
+echo "$rc" > /vmrun/rc
+sync
+echo "VMABPF_GUEST_RC=$rc" > /dev/console
+echo o > /proc/sysrq-trigger

@@ -1,0 +1,204 @@
+"""A small reader for the kernel's BTF (``/sys/kernel/btf/vmlinux``).
+
+Only what attach planning needs: which functions the kernel has (BTF keeps a
+FUNC record for every out-of-line function, so this also tells whether fentry
+can target it), function parameter names, and the byte offset of a struct
+member.  Structs private to ``mm/`` (``struct vma_merge_struct``) are not in
+the kernel headers bcc compiles against, so their offsets come from here.
+
+Format: Documentation/bpf/btf.rst.  Parsing is lazy and indexes names only;
+member lists are decoded when asked for.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+BTF_MAGIC = 0xEB9F
+
+# BTF_KIND_* and the size of the data that follows each btf_type record.
+KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION = 1, 2, 3, 4, 5
+KIND_ENUM, KIND_FWD, KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST = 6, 7, 8, 9, 10
+KIND_RESTRICT, KIND_FUNC, KIND_FUNC_PROTO, KIND_VAR, KIND_DATASEC = 11, 12, 13, 14, 15
+KIND_FLOAT, KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = 16, 17, 18, 19
+
+_MODIFIERS = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
+
+
+class BTFError(Exception):
+    """The file is not BTF, or is truncated."""
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    type_id: int
+    bit_offset: int
+
+    @property
+    def offset(self) -> int:
+        return self.bit_offset // 8
+
+
+def _extra_size(kind: int, vlen: int) -> int:
+    if kind in (KIND_INT, KIND_VAR, KIND_DECL_TAG):
+        return 4
+    if kind == KIND_ARRAY:
+        return 12
+    if kind in (KIND_STRUCT, KIND_UNION, KIND_DATASEC, KIND_ENUM64):
+        return 12 * vlen
+    if kind in (KIND_ENUM, KIND_FUNC_PROTO):
+        return 8 * vlen
+    return 0
+
+
+class BTF:
+    def __init__(self, data: bytes):
+        if len(data) < 24:
+            raise BTFError("too short for a BTF header")
+        magic, = struct.unpack_from("<H", data, 0)
+        endian = "<"
+        if magic != BTF_MAGIC:
+            magic, = struct.unpack_from(">H", data, 0)
+            if magic != BTF_MAGIC:
+                raise BTFError("bad BTF magic")
+            endian = ">"
+        self._e = endian
+        hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(endian + "5I", data, 4)
+        self._data = data
+        self._types_start = hdr_len + type_off
+        self._types_end = self._types_start + type_len
+        self._str_start = hdr_len + str_off
+        self._str_end = self._str_start + str_len
+        if self._types_end > len(data) or self._str_end > len(data):
+            raise BTFError("truncated BTF")
+        # id -> (offset of btf_type, kind, vlen, kind_flag, name_off, size_or_type)
+        self._types: List[Tuple[int, int, int, int, int, int]] = [(0, 0, 0, 0, 0, 0)]
+        self._by_name: Dict[Tuple[int, str], List[int]] = {}
+        self._index()
+
+    @classmethod
+    def from_file(cls, path: str) -> "BTF":
+        with open(path, "rb") as f:
+            return cls(f.read())
+
+    def _str(self, off: int) -> str:
+        start = self._str_start + off
+        end = self._data.index(b"\0", start, self._str_end)
+        return self._data[start:end].decode("utf-8", "replace")
+
+    def _index(self) -> None:
+        unpack = struct.Struct(self._e + "3I").unpack_from
+        data, pos, end = self._data, self._types_start, self._types_end
+        named = (KIND_STRUCT, KIND_UNION, KIND_FUNC, KIND_TYPEDEF, KIND_ENUM, KIND_ENUM64)
+        while pos < end:
+            name_off, info, size_or_type = unpack(data, pos)
+            kind = (info >> 24) & 0x1F
+            vlen = info & 0xFFFF
+            tid = len(self._types)
+            self._types.append((pos, kind, vlen, info >> 31, name_off, size_or_type))
+            if name_off and kind in named:
+                self._by_name.setdefault((kind, self._str(name_off)), []).append(tid)
+            pos += 12 + _extra_size(kind, vlen)
+
+    # -- lookups -----------------------------------------------------------
+    def kind(self, tid: int) -> int:
+        return self._types[tid][1]
+
+    def name(self, tid: int) -> str:
+        return self._str(self._types[tid][4]) if self._types[tid][4] else ""
+
+    def has_func(self, name: str) -> bool:
+        return (KIND_FUNC, name) in self._by_name
+
+    def func_names(self) -> List[str]:
+        return [n for (k, n) in self._by_name if k == KIND_FUNC]
+
+    def func_params(self, name: str) -> Optional[List[str]]:
+        """Parameter names of function NAME, or None if BTF has no such function."""
+        ids = self._by_name.get((KIND_FUNC, name))
+        if not ids:
+            return None
+        proto = self._types[ids[0]][5]
+        pos, kind, vlen = self._types[proto][:3]
+        if kind != KIND_FUNC_PROTO:
+            return None
+        unpack = struct.Struct(self._e + "2I").unpack_from
+        return [self._str(unpack(self._data, pos + 12 + 8 * i)[0]) for i in range(vlen)]
+
+    def struct_id(self, name: str) -> Optional[int]:
+        for kind in (KIND_STRUCT, KIND_UNION):
+            for tid in self._by_name.get((kind, name), []):
+                if self._types[tid][5] or self._types[tid][2]:  # skip empty decls
+                    return tid
+        return None
+
+    def members(self, tid: int) -> List[Member]:
+        pos, kind, vlen, kflag = self._types[tid][:4]
+        if kind not in (KIND_STRUCT, KIND_UNION):
+            raise BTFError(f"type {tid} is not a struct or union")
+        unpack = struct.Struct(self._e + "3I").unpack_from
+        out = []
+        for i in range(vlen):
+            name_off, mtype, off = unpack(self._data, pos + 12 + 12 * i)
+            if kflag:
+                off &= 0xFFFFFF
+            out.append(Member(self._str(name_off) if name_off else "", mtype, off))
+        return out
+
+    def resolve(self, tid: int) -> int:
+        """Skip typedefs and qualifiers."""
+        while self._types[tid][1] in _MODIFIERS:
+            tid = self._types[tid][5]
+        return tid
+
+    def member_offset(self, struct_name: str, member: str) -> Optional[int]:
+        """Byte offset of MEMBER (a dotted path allowed) in struct STRUCT_NAME.
+
+        Members of anonymous unions/structs are found as if they were direct
+        members, as C does.
+        """
+        tid = self.struct_id(struct_name)
+        if tid is None:
+            return None
+        total = 0
+        for part in member.split("."):
+            found = self._find_member(tid, part)
+            if found is None:
+                return None
+            bit_off, mtype = found
+            total += bit_off
+            tid = self.resolve(mtype)
+        return total // 8
+
+    def _find_member(self, tid: int, name: str) -> Optional[Tuple[int, int]]:
+        for m in self.members(tid):
+            if m.name == name:
+                return m.bit_offset, m.type_id
+            if not m.name:
+                inner = self.resolve(m.type_id)
+                if self.kind(inner) in (KIND_STRUCT, KIND_UNION):
+                    found = self._find_member(inner, name)
+                    if found is not None:
+                        return m.bit_offset + found[0], found[1]
+        return None
+
+    def member_type_desc(self, struct_name: str, member: str) -> Optional[str]:
+        """A short description of a member's type: 'ptr struct anon_vma_name', 'ptr char', ..."""
+        tid = self.struct_id(struct_name)
+        if tid is None:
+            return None
+        found = self._find_member(tid, member)
+        if found is None:
+            return None
+        t = self.resolve(found[1])
+        desc = []
+        while self.kind(t) == KIND_PTR:
+            desc.append("ptr")
+            t = self.resolve(self._types[t][5])
+        kind = self.kind(t)
+        prefix = {KIND_STRUCT: "struct ", KIND_UNION: "union ", KIND_INT: ""}.get(kind, "")
+        desc.append(prefix + (self.name(t) or "?"))
+        return " ".join(desc)

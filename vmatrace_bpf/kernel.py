@@ -1,0 +1,235 @@
+"""What the running kernel offers: release, arch, config, symbols, BTF, tracepoints.
+
+Pure reads, cached.  Every input is a path that can be pointed at a saved copy,
+so the host tests feed it the kallsyms / available_filter_functions / BTF /
+config files captured from the guest kernels (``KernelInfo.from_files``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Dict, Iterable, List, Optional, Set
+
+from .btf import BTF, BTFError
+
+TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+# Suffixes GCC gives to specialised copies of a static function.  The probe
+# goes on the clone; ".cold" is the unlikely-path tail, not an entry point.
+_CLONE_RE = re.compile(r"^(?P<base>[^.]+)(?P<suffix>(\.(isra|constprop|part|lto_priv|llvm)\.\d+)+)$")
+
+
+def machine_to_arch(machine: str) -> str:
+    return {"aarch64": "arm64", "arm64": "arm64", "x86_64": "x86_64", "amd64": "x86_64"}.get(machine, machine)
+
+
+@dataclass
+class KernelFiles:
+    """Where each fact is read from.  None means 'not available'."""
+
+    release: str
+    arch: str
+    kallsyms: Optional[str] = "/proc/kallsyms"
+    filter_functions: Optional[str] = None  # found under tracefs when None and live
+    btf: Optional[str] = "/sys/kernel/btf/vmlinux"
+    config: Optional[str] = None
+    tracefs: Optional[str] = None
+    live: bool = True
+
+
+@dataclass
+class KernelInfo:
+    files: KernelFiles
+    _cache: Dict[str, object] = field(default_factory=dict)
+
+    # -- construction -------------------------------------------------------
+    @classmethod
+    def live(cls) -> "KernelInfo":
+        uname = os.uname()
+        tracefs = next((t for t in TRACEFS_ROOTS if os.path.exists(os.path.join(t, "events"))), None)
+        config = None
+        for cand in ("/proc/config.gz", f"/boot/config-{uname.release}"):
+            if os.access(cand, os.R_OK):
+                config = cand
+                break
+        ff = os.path.join(tracefs, "available_filter_functions") if tracefs else None
+        return cls(KernelFiles(release=uname.release, arch=machine_to_arch(uname.machine),
+                               filter_functions=ff, config=config, tracefs=tracefs, live=True))
+
+    @classmethod
+    def from_files(cls, release: str, arch: str, kallsyms: Optional[str], filter_functions: Optional[str] = None,
+                   btf: Optional[str] = None, config: Optional[str] = None) -> "KernelInfo":
+        return cls(KernelFiles(release=release, arch=arch, kallsyms=kallsyms, filter_functions=filter_functions,
+                               btf=btf, config=config, tracefs=None, live=False))
+
+    @property
+    def release(self) -> str:
+        return self.files.release
+
+    @property
+    def arch(self) -> str:
+        return self.files.arch
+
+    # -- kallsyms -----------------------------------------------------------
+    @cached_property
+    def symbols(self) -> Dict[str, str]:
+        """symbol name -> kallsyms type letter (T, t, D, ...); empty if unreadable."""
+        out: Dict[str, str] = {}
+        path = self.files.kallsyms
+        if not path:
+            return out
+        try:
+            with open(path, "r", errors="replace") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3 and not (len(parts) > 3 and parts[3].startswith("[")):
+                        out.setdefault(parts[2], parts[1])
+        except OSError:
+            pass
+        return out
+
+    @cached_property
+    def kallsyms_addresses_visible(self) -> bool:
+        """False when kptr_restrict hides addresses (non-root reads all zeros)."""
+        path = self.files.kallsyms
+        try:
+            with open(path or "", "r") as f:
+                for line in f:
+                    return int(line.split()[0], 16) != 0
+        except (OSError, ValueError, IndexError):
+            pass
+        return False
+
+    @cached_property
+    def _text_clones(self) -> Dict[str, List[str]]:
+        clones: Dict[str, List[str]] = {}
+        for name, typ in self.symbols.items():
+            if typ not in "tT":
+                continue
+            m = _CLONE_RE.match(name)
+            if m:
+                clones.setdefault(m.group("base"), []).append(name)
+        return clones
+
+    # -- ftrace --------------------------------------------------------------
+    @cached_property
+    def filter_functions(self) -> Optional[Set[str]]:
+        """Functions kprobes/fentry may attach to, or None if the list cannot be read."""
+        path = self.files.filter_functions
+        if not path:
+            return None
+        try:
+            with open(path, "r", errors="replace") as f:
+                return {line.split()[0] for line in f if line.strip()}
+        except OSError:
+            return None
+
+    # -- BTF -------------------------------------------------------------------
+    @cached_property
+    def btf(self) -> Optional[BTF]:
+        if not self.files.btf:
+            return None
+        try:
+            return BTF.from_file(self.files.btf)
+        except (OSError, BTFError):
+            return None
+
+    # -- config ----------------------------------------------------------------
+    @cached_property
+    def config(self) -> Optional[Dict[str, str]]:
+        path = self.files.config
+        if not path:
+            return None
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt", errors="replace") as f:
+                cfg = {}
+                for line in f:
+                    line = line.strip()
+                    if line.startswith("CONFIG_") and "=" in line:
+                        k, v = line.split("=", 1)
+                        cfg[k[len("CONFIG_"):]] = v
+                return cfg
+        except OSError:
+            return None
+
+    def config_enabled(self, name: str) -> Optional[bool]:
+        """True/False from the kernel config, None when the config cannot be read."""
+        if self.config is None:
+            return None
+        return self.config.get(name) in ("y", "m")
+
+    # -- function lookups ------------------------------------------------------
+    def text_symbol_names(self, base: str) -> List[str]:
+        """The names under which function BASE can be probed: itself and its GCC clones."""
+        names = []
+        if self.symbols.get(base, "") in ("t", "T"):
+            names.append(base)
+        names.extend(sorted(self._text_clones.get(base, [])))
+        return names
+
+    def traceable(self, symbol: str) -> bool:
+        """kprobe-able: a text symbol that ftrace does not exclude (notrace, inline)."""
+        if self.symbols.get(symbol, "") not in ("t", "T"):
+            return False
+        ff = self.filter_functions
+        return ff is None or symbol in ff
+
+    def find_function(self, base: str) -> Optional[str]:
+        """First probe-able name for function BASE (exact name preferred over a clone)."""
+        for name in self.text_symbol_names(base):
+            if self.traceable(name):
+                return name
+        return None
+
+    def has_btf_func(self, name: str) -> bool:
+        return bool(self.btf and self.btf.has_func(name))
+
+    # -- tracepoints ---------------------------------------------------------------
+    def has_tracepoint(self, category: str, event: str) -> bool:
+        if self.files.live and self.files.tracefs:
+            return os.path.isdir(os.path.join(self.files.tracefs, "events", category, event))
+        # Saved files: the tracepoint's metadata symbols are in kallsyms.
+        if category == "syscalls":
+            m = re.match(r"sys_(enter|exit)_(\w+)$", event)
+            return bool(m) and f"event_{m.group(1)}__{m.group(2)}" in self.symbols
+        return f"__tracepoint_{event}" in self.symbols or f"__traceiter_{event}" in self.symbols
+
+    # -- misc ------------------------------------------------------------------
+    def syscall_symbol(self, call: str) -> Optional[str]:
+        """The traceable entry symbol of syscall CALL on this arch (wrapper names differ)."""
+        prefixes = {"x86_64": ("__x64_sys_", "__ia32_sys_"), "arm64": ("__arm64_sys_",)}.get(self.arch, ())
+        for p in prefixes + ("__se_sys_", "sys_"):
+            if self.traceable(p + call):
+                return p + call
+        return None
+
+
+def iter_fixture_kernels(vm_dir: str) -> Iterable[KernelInfo]:
+    """KernelInfo for every kernel whose kallsyms was saved under VM_DIR/<arch>/."""
+    for arch in ("x86_64", "arm64"):
+        d = os.path.join(vm_dir, arch)
+        if not os.path.isdir(d):
+            continue
+        for fn in sorted(os.listdir(d)):
+            m = re.match(r"kallsyms-(.+)\.txt$", fn)
+            if not m:
+                continue
+            rel = m.group(1)
+
+            def p(name: str) -> Optional[str]:
+                path = os.path.join(d, name)
+                return path if os.path.exists(path) else None
+
+            yield KernelInfo.from_files(rel, arch, kallsyms=p(fn),
+                                        filter_functions=p(f"available_filter_functions-{rel}.txt"),
+                                        btf=p(f"btf-{rel}"), config=p(f"config-{rel}"))
+
+
+def host_machine() -> str:
+    return machine_to_arch(platform.machine())
