@@ -28,6 +28,7 @@ class Probe:
     kind: str
     candidates: Tuple[str, ...]
     fn: str
+    optional: bool = False  # the variant works without it, knowing less
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ CAPABILITIES: Tuple[Capability, ...] = (
         "merge", "VMA merge attempts, outcome and why a merge failed",
         (
             Variant("vma_merge", "MERGE_VMA_MERGE",
-                    _kp("kp_vma_merge", "kr_vma_merge", "vma_merge"),
+                    _kp("kp_vma_merge", "kr_vma_merge", "vma_merge")
+                    + (Probe("kprobe", ("can_vma_merge_before",), "kp_can_merge_before", optional=True),),
                     "vma_merge(mm, prev, addr, end, vm_flags, anon_vma, file, pgoff, policy, uffd_ctx, anon_name): "
                     "up to 6.11; the name (arg 11) was added in 5.17"),
             Variant("vma_merge_struct", "MERGE_VMG",
@@ -166,6 +168,7 @@ class Choice:
     probes: List[ResolvedProbe] = field(default_factory=list)
     defines: Dict[str, int] = field(default_factory=dict)
     rejected: List[Tuple[str, str]] = field(default_factory=list)  # (variant, why)
+    degraded: List[str] = field(default_factory=list)  # optional probes missing from the chosen variant
 
     @property
     def ok(self) -> bool:
@@ -179,6 +182,7 @@ class Choice:
             "defines": dict(self.defines),
             "note": self.variant.note if self.variant else self.capability.missing_hint,
             "rejected": [{"variant": v, "why": w} for v, w in self.rejected],
+            "degraded": list(self.degraded),
         }
 
 
@@ -239,14 +243,44 @@ def _resolve_offset(kinfo: KernelInfo, off: Offset) -> Tuple[Optional[int], str]
     return None, f"BTF has no member {off.member!r} in struct {off.struct}"
 
 
-def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES) -> Plan:
+class PlanError(ValueError):
+    pass
+
+
+def parse_force(specs: Sequence[str]) -> Dict[str, str]:
+    """["fork=uprobe_dup_mmap-window", ...] -> {capability: variant}, checked against the table."""
+    out = {}
+    for spec in specs:
+        cap, _, var = spec.partition("=")
+        caps = {c.name: c for c in CAPABILITIES}
+        if cap not in caps or var not in [v.name for v in caps[cap].variants]:
+            choices = "; ".join(f"{c.name}={'|'.join(v.name for v in c.variants)}" for c in CAPABILITIES)
+            raise PlanError(f"unknown variant {spec!r} (choose from: {choices})")
+        out[cap] = var
+    return out
+
+
+def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES,
+           force: Optional[Dict[str, str]] = None, only: Optional[Sequence[str]] = None) -> Plan:
+    """The plan for KINFO.  FORCE pins a capability to one variant (to test a
+    fallback on a kernel that has the preferred one); ONLY limits the plan to
+    some capabilities (others are left out, not reported missing)."""
+    force = force or {}
     choices: Dict[str, Choice] = {}
     for cap in capabilities:
+        if only is not None and cap.name not in only:
+            continue
         choice = Choice(cap, None)
         for variant in cap.variants:
+            if cap.name in force and variant.name != force[cap.name]:
+                continue
             resolved, defines, why = [], {}, ""
             for probe in variant.probes:
                 target, why = _resolve_probe(kinfo, probe)
+                if target is None and probe.optional:
+                    choice.degraded.append(why)
+                    why = ""
+                    continue
                 if target is None:
                     break
                 resolved.append(ResolvedProbe(probe.kind, target, probe.fn))
@@ -258,6 +292,7 @@ def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES)
                     defines[off.macro] = val
             if why:
                 choice.rejected.append((variant.name, why))
+                choice.degraded = []
                 continue
             choice.variant, choice.probes, choice.defines = variant, resolved, defines
             break

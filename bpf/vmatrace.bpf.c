@@ -1,0 +1,739 @@
+/* vmatrace.bpf.c - named anonymous memory: names, merges, splits, forks.
+ *
+ * bcc C.  Which parts are compiled is chosen by the attach plan
+ * (vmatrace_bpf/plan.py) through -D macros: one macro per capability variant
+ * (PRCTL_TRACEPOINT, MERGE_VMA_MERGE, MERGE_VMG, ...), plus struct offsets
+ * taken from BTF for structs the kernel headers do not have (VMG_*_OFF).
+ *
+ * Rare things (a name set, a merge attempt, a split, a fork) become events;
+ * per-VMA work in fork (vm_area_dup) is only counted, in a per-thread slot
+ * that the fork event carries out.
+ */
+#define __VMATRACE_BPF__
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+#include <linux/mm_types.h>
+#include <linux/mm.h>
+#include "vmatrace.h"
+
+#ifndef VM_SOFTDIRTY
+#define VM_SOFTDIRTY 0
+#endif
+
+/* ---- output ------------------------------------------------------------- */
+#ifdef USE_RINGBUF
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+#else
+BPF_PERF_OUTPUT(events);
+#endif
+/* [0]: records the kernel could not queue (ring buffer full) */
+BPF_ARRAY(drops, u64, 1);
+
+static __always_inline void submit(void *ctx, void *rec, u32 size)
+{
+#ifdef USE_RINGBUF
+	if (events.ringbuf_output(rec, size, 0) < 0) {
+		int zero = 0;
+		u64 *d = drops.lookup(&zero);
+		if (d)
+			__sync_fetch_and_add(d, 1);
+	}
+#else
+	/* perf buffer: a full buffer is reported to user space as lost samples */
+	events.perf_submit(ctx, rec, size);
+#endif
+}
+
+/* ---- which processes ------------------------------------------------------ */
+#ifdef FILTER_PIDS
+BPF_HASH(watched, u32, u8, 1024);
+#endif
+
+static __always_inline int is_watched(u64 pid_tgid)
+{
+#ifdef FILTER_TID
+	if ((u32)pid_tgid != FILTER_TID)
+		return 0;
+#endif
+#ifdef FILTER_PIDS
+	u32 tgid = pid_tgid >> 32;
+	return watched.lookup(&tgid) != 0;
+#else
+	return 1;
+#endif
+}
+
+static __always_inline void fill_hdr(struct vt_hdr *h, u32 type, u64 pid_tgid)
+{
+	h->ts = bpf_ktime_get_ns();
+	h->type = type;
+	h->pid = pid_tgid >> 32;
+	h->tid = (u32)pid_tgid;
+	h->flags = 0;
+	bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* ---- small readers ---------------------------------------------------------- */
+static __always_inline u64 rd64(const void *p)
+{
+	u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), p);
+	return v;
+}
+
+static __always_inline u32 rd32(const void *p)
+{
+	u32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), p);
+	return v;
+}
+
+/* anon_vma_name(vma): NULL for file VMAs (on 6.1 anon_name shares a union
+ * with shared.rb, so a file VMA's "name" there is garbage). */
+static __always_inline struct anon_vma_name *vma_anon_name(struct vm_area_struct *vma)
+{
+	struct anon_vma_name *an = NULL;
+	struct file *file = NULL;
+	if (!vma)
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &vma->vm_file);
+	if (file)
+		return NULL;
+	bpf_probe_read_kernel(&an, sizeof(an), &vma->anon_name);
+	return an;
+}
+
+static __always_inline u32 name_refcount(struct anon_vma_name *an)
+{
+	if (!an)
+		return 0;
+	return rd32(&an->kref.refcount.refs.counter);
+}
+
+/* Copy the name of anon_vma_name AN into BUF (empty when AN is NULL). */
+static __always_inline void read_name(char *buf, struct anon_vma_name *an)
+{
+	if (an)
+		bpf_probe_read_kernel_str(buf, VT_NAME_LEN, an->name);
+	else
+		buf[0] = 0;
+}
+
+/* anon_vma_name_eq(): the same object, or both named with equal strings. */
+static __always_inline int names_equal(struct anon_vma_name *a, struct anon_vma_name *b,
+				       char *abuf, char *bbuf)
+{
+	if (a == b)
+		return 1;
+	if (!a || !b)
+		return 0;
+	/* abuf/bbuf already hold the two names (read_name) */
+	for (int i = 0; i < VT_NAME_LEN; i++) {
+		if (abuf[i] != bbuf[i])
+			return 0;
+		if (!abuf[i])
+			return 1;
+	}
+	return 1;
+}
+
+static __always_inline u64 vma_start(struct vm_area_struct *v) { return v ? rd64(&v->vm_start) : 0; }
+static __always_inline u64 vma_end(struct vm_area_struct *v) { return v ? rd64(&v->vm_end) : 0; }
+
+/* The proposed VMA a merge would create, as the kernel's merge test sees it. */
+struct merge_req {
+	u64 start;
+	u64 end;
+	u64 vm_flags;
+	u64 pgoff;
+	struct file *file;
+	struct anon_vma *anon_vma;
+	void *uffd_ctx;
+	struct anon_vma_name *name;
+};
+
+#ifdef VM_MAYBE_GUARD
+#define VT_IGNORE_MERGE_FLAGS ((u64)VM_SOFTDIRTY | (u64)VM_MAYBE_GUARD)
+#else
+#define VT_IGNORE_MERGE_FLAGS ((u64)VM_SOFTDIRTY)
+#endif
+
+/* Why neighbour NB cannot absorb the range (0: it can), every failing check
+ * a bit.  Mirrors is_mergeable_vma(), is_mergeable_anon_vma() and the pgoff
+ * tests of can_vma_merge_before/after (6.1) / can_vma_merge_left/right (6.12+).
+ * NBUF holds the neighbour's name, RBUF the proposed one. */
+static __always_inline u32 neighbour_cause(struct vm_area_struct *nb, int is_prev, struct merge_req *req,
+					   char *nbuf, char *rbuf)
+{
+	u32 cause = 0;
+	if (!nb)
+		return VT_CAUSE_NO_VMA;
+	u64 nb_start = vma_start(nb), nb_end = vma_end(nb);
+	if (is_prev && nb_start < req->start && nb_end > req->start)
+		return VT_CAUSE_INSIDE;
+	if (is_prev ? nb_end != req->start : nb_start != req->end)
+		cause |= VT_CAUSE_NOT_ADJACENT;
+	u64 flags = rd64(&nb->vm_flags);
+	if ((flags ^ req->vm_flags) & ~VT_IGNORE_MERGE_FLAGS)
+		cause |= VT_CAUSE_FLAGS;
+	if ((flags | req->vm_flags) & VM_SPECIAL)
+		cause |= VT_CAUSE_SPECIAL;
+	struct file *file = (struct file *)rd64(&nb->vm_file);
+	if (file != req->file)
+		cause |= VT_CAUSE_FILE;
+#ifdef CONFIG_USERFAULTFD
+	if ((void *)rd64(&nb->vm_userfaultfd_ctx.ctx) != req->uffd_ctx)
+		cause |= VT_CAUSE_UFFD;
+#endif
+	struct anon_vma *av = (struct anon_vma *)rd64(&nb->anon_vma);
+	if (av && req->anon_vma && av != req->anon_vma)
+		cause |= VT_CAUSE_ANON_VMA;
+	u64 pgoff = rd64(&nb->vm_pgoff);
+	if (is_prev) {
+		if (pgoff + ((nb_end - nb_start) >> PAGE_SHIFT) != req->pgoff)
+			cause |= VT_CAUSE_PGOFF;
+	} else {
+		if (pgoff != req->pgoff + ((req->end - req->start) >> PAGE_SHIFT))
+			cause |= VT_CAUSE_PGOFF;
+	}
+	if (!names_equal(vma_anon_name(nb), req->name, nbuf, rbuf))
+		cause |= VT_CAUSE_NAME;
+	return cause;
+}
+
+/* ======================================================================== */
+/* prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, len, name)                 */
+/* ======================================================================== */
+struct prctl_args {
+	u64 addr;
+	u64 len;
+	u64 name;               /* user pointer */
+};
+BPF_HASH(prctl_inflight, u32, struct prctl_args, 1024);
+BPF_PERCPU_ARRAY(name_set_buf, struct vt_name_set, 1);
+
+static __always_inline int prctl_enter(u64 option, u64 arg2, u64 addr, u64 len, u64 name)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (option != VT_PR_SET_VMA || arg2 != VT_PR_SET_VMA_ANON_NAME || !is_watched(pid_tgid))
+		return 0;
+	u32 tid = (u32)pid_tgid;
+	struct prctl_args a = {.addr = addr, .len = len, .name = name};
+	prctl_inflight.update(&tid, &a);
+	return 0;
+}
+
+static __always_inline int prctl_exit(void *ctx, s64 ret)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tid = (u32)pid_tgid;
+	struct prctl_args *a = prctl_inflight.lookup(&tid);
+	if (!a)
+		return 0;
+	int zero = 0;
+	struct vt_name_set *e = name_set_buf.lookup(&zero);
+	if (!e) {
+		prctl_inflight.delete(&tid);
+		return 0;
+	}
+	fill_hdr(&e->h, VT_EV_NAME_SET, pid_tgid);
+	e->addr = a->addr;
+	e->len = a->len;
+	e->ret = ret;
+	e->name[0] = 0;
+	if (!a->name) {
+		e->h.flags |= VT_F_NAME_NULL;
+	} else {
+		int n = bpf_probe_read_user_str(e->name, VT_NAME_LEN, (void *)a->name);
+		char more = 0;
+		if (n == VT_NAME_LEN) {
+			bpf_probe_read_user(&more, 1, (void *)(a->name + VT_NAME_LEN - 1));
+			if (more)
+				e->h.flags |= VT_F_NAME_TRUNCATED;
+		}
+	}
+	prctl_inflight.delete(&tid);
+	submit(ctx, e, sizeof(*e));
+	return 0;
+}
+
+#ifdef PRCTL_TRACEPOINT
+TRACEPOINT_PROBE(syscalls, sys_enter_prctl)
+{
+	return prctl_enter(args->option, args->arg2, args->arg3, args->arg4, args->arg5);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_prctl)
+{
+	return prctl_exit(args, args->ret);
+}
+#endif
+
+#ifdef PRCTL_KPROBE
+/* The arch's syscall wrapper takes the user pt_regs as its one argument. */
+int kp_prctl_enter(struct pt_regs *ctx)
+{
+	struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
+	struct pt_regs r = {};
+	bpf_probe_read_kernel(&r, sizeof(r), regs);
+#ifdef VT_ARCH_X86_64
+	/* syscall ABI: rdi, rsi, rdx, r10, r8 */
+	return prctl_enter(r.di, r.si, r.dx, r.r10, r.r8);
+#else
+	return prctl_enter(r.regs[0], r.regs[1], r.regs[2], r.regs[3], r.regs[4]);
+#endif
+}
+
+int kr_prctl_exit(struct pt_regs *ctx)
+{
+	return prctl_exit(ctx, (s64)PT_REGS_RC(ctx));
+}
+#endif
+
+/* ======================================================================== */
+/* merges                                                                   */
+/* ======================================================================== */
+/* One merge attempt in flight on a thread.  Neighbours are judged when the
+ * attempt returns, and only on a side that did not merge (a neighbour that
+ * merged may have been freed); their ranges are taken when first seen. */
+struct merge_inflight {
+	struct merge_req req;
+	struct vm_area_struct *prev;
+	struct vm_area_struct *next;
+	void *vmg;
+	u64 prev_start, prev_end;
+	u64 next_start, next_end;
+	u64 middle_end;         /* existing-range: end of the VMA being changed */
+	u32 source;
+	u32 next_seen;          /* the kernel looked for a next VMA (next may be NULL) */
+};
+BPF_HASH(merge_state, u32, struct merge_inflight, 1024);
+BPF_PERCPU_ARRAY(merge_buf, struct vt_merge, 1);
+
+static __always_inline void merge_begin(struct merge_inflight *m)
+{
+	m->prev_start = vma_start(m->prev);
+	m->prev_end = vma_end(m->prev);
+	m->next_start = vma_start(m->next);
+	m->next_end = vma_end(m->next);
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	merge_state.update(&tid, m);
+}
+
+/* Build and send the merge event.  RES is the VMA the merge produced (NULL:
+ * not merged), ERR a failure of the merge itself. */
+static __always_inline void merge_done(void *ctx, struct merge_inflight *m, struct vm_area_struct *res, int err)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	int zero = 0;
+	struct vt_merge *e = merge_buf.lookup(&zero);
+	if (!e)
+		return;
+	fill_hdr(&e->h, VT_EV_MERGE, pid_tgid);
+	e->start = m->req.start;
+	e->end = m->req.end;
+	e->vm_flags = m->req.vm_flags;
+	e->source = m->source;
+	e->prev_start = m->prev_start;
+	e->prev_end = m->prev_end;
+	e->next_start = m->next_start;
+	e->next_end = m->next_end;
+	e->res_start = 0;
+	e->res_end = 0;
+	int with_prev = 0, with_next = 0;
+	if (err) {
+		e->outcome = VT_MERGE_ERROR;
+	} else if (!res) {
+		e->outcome = VT_MERGE_NONE;
+	} else {
+		e->res_start = vma_start(res);
+		e->res_end = vma_end(res);
+		with_prev = e->res_start < m->req.start;
+		with_next = e->res_end > m->req.end;
+		e->outcome = with_prev && with_next ? VT_MERGE_BOTH : with_prev ? VT_MERGE_PREV : VT_MERGE_NEXT;
+		with_next = !with_prev || with_next;    /* merged, not with prev: with next */
+	}
+	read_name(e->name, m->req.name);
+	if (with_prev) {
+		e->prev_cause = 0;
+		e->prev_name[0] = 0;
+	} else {
+		read_name(e->prev_name, vma_anon_name(m->prev));
+		e->prev_cause = neighbour_cause(m->prev, 1, &m->req, e->prev_name, e->name);
+	}
+	e->next_name[0] = 0;
+	if (with_next) {
+		e->next_cause = 0;
+	} else if (m->middle_end && m->req.end < m->middle_end) {
+		e->next_cause = VT_CAUSE_INSIDE;
+	} else if (m->next) {
+		read_name(e->next_name, vma_anon_name(m->next));
+		e->next_cause = neighbour_cause(m->next, 0, &m->req, e->next_name, e->name);
+	} else {
+		e->next_cause = m->next_seen ? VT_CAUSE_NO_VMA : VT_CAUSE_UNSEEN;
+	}
+	submit(ctx, e, sizeof(*e));
+}
+
+#ifdef MERGE_VMA_MERGE
+/* vma_merge(mm, prev, addr, end, vm_flags, anon_vma, file, pgoff, policy,
+ *           vm_userfaultfd_ctx, anon_name), <= 6.11.  Arguments past the
+ * registers are on the stack: x86_64 passes 6 in registers (stack slot n
+ * is at sp + 8 * (n + 1) on entry, above the return address), arm64 passes
+ * 8 (slot n at sp + 8 * n; bcc maps only 6, so x6/x7 are read directly). */
+#ifdef VT_ARCH_X86_64
+#define STACK_ARG(ctx, n) rd64((void *)(PT_REGS_SP(ctx) + 8 * ((n) + 1)))
+#define VM_ARG_FILE(ctx) STACK_ARG(ctx, 0)
+#define VM_ARG_PGOFF(ctx) STACK_ARG(ctx, 1)
+#define VM_ARG_UFFD(ctx) STACK_ARG(ctx, 3)
+#define VM_ARG_NAME(ctx) STACK_ARG(ctx, 4)
+#else
+#define STACK_ARG(ctx, n) rd64((void *)(PT_REGS_SP(ctx) + 8 * (n)))
+#define VM_ARG_FILE(ctx) ((ctx)->regs[6])
+#define VM_ARG_PGOFF(ctx) ((ctx)->regs[7])
+#define VM_ARG_UFFD(ctx) STACK_ARG(ctx, 1)
+#define VM_ARG_NAME(ctx) STACK_ARG(ctx, 2)
+#endif
+
+int kp_vma_merge(struct pt_regs *ctx)
+{
+	if (!is_watched(bpf_get_current_pid_tgid()))
+		return 0;
+	struct merge_inflight m = {};
+	m.source = VT_SRC_VMA_MERGE;
+	m.prev = (struct vm_area_struct *)PT_REGS_PARM2(ctx);
+	m.req.start = PT_REGS_PARM3(ctx);
+	m.req.end = PT_REGS_PARM4(ctx);
+	m.req.vm_flags = PT_REGS_PARM5(ctx);
+	m.req.anon_vma = (struct anon_vma *)PT_REGS_PARM6(ctx);
+	m.req.file = (struct file *)VM_ARG_FILE(ctx);
+	m.req.pgoff = VM_ARG_PGOFF(ctx);
+	m.req.uffd_ctx = (void *)VM_ARG_UFFD(ctx);
+	m.req.name = (struct anon_vma_name *)VM_ARG_NAME(ctx);
+	merge_begin(&m);
+	return 0;
+}
+
+/* vma_merge() looks at the following VMA only through
+ * can_vma_merge_before(next, ...), called when next is adjacent: that is
+ * where we learn which VMA it is. */
+int kp_can_merge_before(struct pt_regs *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct merge_inflight *m = merge_state.lookup(&tid);
+	if (m && !m->next_seen) {
+		m->next = (struct vm_area_struct *)PT_REGS_PARM1(ctx);
+		m->next_seen = 1;
+		m->next_start = vma_start(m->next);
+		m->next_end = vma_end(m->next);
+	}
+	return 0;
+}
+
+int kr_vma_merge(struct pt_regs *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct merge_inflight *m = merge_state.lookup(&tid);
+	if (!m)
+		return 0;
+	merge_done(ctx, m, (struct vm_area_struct *)PT_REGS_RC(ctx), 0);
+	merge_state.delete(&tid);
+	return 0;
+}
+#endif /* MERGE_VMA_MERGE */
+
+#ifdef MERGE_VMG
+/* struct vma_merge_struct (mm/vma.h, 6.12+) is not in the kernel headers:
+ * member offsets come from BTF as VMG_<MEMBER>_OFF. */
+#define VMG(vmg, F) ((void *)(vmg) + VMG_##F##_OFF)
+#define VMA_MERGE_ERROR_NOMEM 1
+#define VMA_MERGE_SUCCESS 3
+
+static __always_inline void vmg_read_req(struct merge_inflight *m, void *vmg)
+{
+	m->vmg = vmg;
+	m->prev = (struct vm_area_struct *)rd64(VMG(vmg, PREV));
+	m->req.start = rd64(VMG(vmg, START));
+	m->req.end = rd64(VMG(vmg, END));
+	m->req.vm_flags = rd64(VMG(vmg, FLAGS));
+	m->req.pgoff = rd64(VMG(vmg, PGOFF));
+	m->req.file = (struct file *)rd64(VMG(vmg, FILE));
+	m->req.anon_vma = (struct anon_vma *)rd64(VMG(vmg, ANON_VMA));
+	m->req.uffd_ctx = (void *)rd64(VMG(vmg, UFFD));
+	m->req.name = (struct anon_vma_name *)rd64(VMG(vmg, ANON_NAME));
+}
+
+/* vma_merge_new_range(vmg): a new range (mmap, brk, mremap growth); the
+ * caller set prev and next. */
+int kp_vmg_new(struct pt_regs *ctx)
+{
+	if (!is_watched(bpf_get_current_pid_tgid()))
+		return 0;
+	struct merge_inflight m = {};
+	m.source = VT_SRC_NEW_RANGE;
+	vmg_read_req(&m, (void *)PT_REGS_PARM1(ctx));
+	m.next = (struct vm_area_struct *)rd64(VMG(m.vmg, NEXT));
+	m.next_seen = 1;
+	merge_begin(&m);
+	return 0;
+}
+
+/* vma_merge_existing_range(vmg), or vma_modify(vmg) it is inlined into:
+ * change [start, end) of the VMA vmg->middle (6.12: vmg->vma). prev is the
+ * VMA before it (or the middle itself when start is inside); next is found
+ * inside, only when end == middle's end. */
+int kp_vmg_existing(struct pt_regs *ctx)
+{
+	if (!is_watched(bpf_get_current_pid_tgid()))
+		return 0;
+	struct merge_inflight m = {};
+	m.source = VT_SRC_EXISTING;
+	vmg_read_req(&m, (void *)PT_REGS_PARM1(ctx));
+	m.middle_end = vma_end((struct vm_area_struct *)rd64(VMG(m.vmg, MIDDLE)));
+	merge_begin(&m);
+	return 0;
+}
+
+static __always_inline int vmg_return(struct pt_regs *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct merge_inflight *m = merge_state.lookup(&tid);
+	if (!m)
+		return 0;
+	/* the vmg lives in the caller's frame: still valid here */
+	u32 state = rd32(VMG(m->vmg, STATE));
+	if (m->source == VT_SRC_EXISTING && m->req.end == m->middle_end) {
+		m->next = (struct vm_area_struct *)rd64(VMG(m->vmg, NEXT));
+		m->next_seen = 1;
+		m->next_start = vma_start(m->next);
+		m->next_end = vma_end(m->next);
+	}
+	struct vm_area_struct *res = NULL;
+	if (state == VMA_MERGE_SUCCESS)
+		res = (struct vm_area_struct *)PT_REGS_RC(ctx);
+	merge_done(ctx, m, res, state == VMA_MERGE_ERROR_NOMEM);
+	merge_state.delete(&tid);
+	return 0;
+}
+
+int kr_vmg_new(struct pt_regs *ctx) { return vmg_return(ctx); }
+int kr_vmg_existing(struct pt_regs *ctx) { return vmg_return(ctx); }
+#endif /* MERGE_VMG */
+
+/* ======================================================================== */
+/* splits                                                                   */
+/* ======================================================================== */
+struct split_inflight {
+	struct vm_area_struct *vma;
+	u64 start;
+	u64 end;
+	u64 addr;
+	u32 new_below;
+};
+BPF_HASH(split_state, u32, struct split_inflight, 1024);
+BPF_PERCPU_ARRAY(split_buf, struct vt_split, 1);
+
+#ifdef SPLIT_PROBE
+/* __split_vma(mm or vmi, vma, addr, new_below) */
+int kp_split(struct pt_regs *ctx)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_watched(pid_tgid))
+		return 0;
+	u32 tid = (u32)pid_tgid;
+	struct split_inflight s = {};
+	s.vma = (struct vm_area_struct *)PT_REGS_PARM2(ctx);
+	s.start = vma_start(s.vma);
+	s.end = vma_end(s.vma);
+	s.addr = PT_REGS_PARM3(ctx);
+	s.new_below = PT_REGS_PARM4(ctx);
+	split_state.update(&tid, &s);
+	return 0;
+}
+
+int kr_split(struct pt_regs *ctx)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tid = (u32)pid_tgid;
+	struct split_inflight *s = split_state.lookup(&tid);
+	if (!s)
+		return 0;
+	int zero = 0;
+	struct vt_split *e = split_buf.lookup(&zero);
+	if (e) {
+		fill_hdr(&e->h, VT_EV_SPLIT, pid_tgid);
+		e->vma_start = s->start;
+		e->vma_end = s->end;
+		e->addr = s->addr;
+		e->new_below = s->new_below;
+		e->ret = (s64)(int)PT_REGS_RC(ctx);
+		struct anon_vma_name *an = vma_anon_name(s->vma);
+		read_name(e->name, an);
+		e->refcount = name_refcount(an);
+		submit(ctx, e, sizeof(*e));
+	}
+	split_state.delete(&tid);
+	return 0;
+}
+#endif
+
+/* ======================================================================== */
+/* fork: dup_mmap latency, VMAs copied, name references taken                */
+/* ======================================================================== */
+struct fork_inflight {
+	u64 ts;
+	u64 latency_ns;
+	u32 map_count;
+	u32 vmas_copied;
+	u32 named_copied;
+	u32 done;
+};
+BPF_HASH(fork_state, u32, struct fork_inflight, 1024);
+BPF_PERCPU_ARRAY(fork_buf, struct vt_fork, 1);
+
+static __always_inline int fork_begin(struct mm_struct *oldmm)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_watched(pid_tgid))
+		return 0;
+	u32 tid = (u32)pid_tgid;
+	struct fork_inflight f = {};
+	f.map_count = rd32(&oldmm->map_count);
+	f.ts = bpf_ktime_get_ns();
+	fork_state.update(&tid, &f);
+	return 0;
+}
+
+static __always_inline int fork_end(void)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct fork_inflight *f = fork_state.lookup(&tid);
+	if (f && !f->done) {
+		f->latency_ns = bpf_ktime_get_ns() - f->ts;
+		f->done = 1;
+	}
+	return 0;
+}
+
+#ifdef FORK_DUP_MMAP
+/* dup_mmap(mm, oldmm) */
+int kp_dup_mmap(struct pt_regs *ctx)
+{
+	return fork_begin((struct mm_struct *)PT_REGS_PARM2(ctx));
+}
+
+int kr_dup_mmap(struct pt_regs *ctx)
+{
+	return fork_end();
+}
+#endif
+
+#ifdef FORK_UPROBE_WINDOW
+/* dup_mmap() inlined: it starts with uprobe_start_dup_mmap() and ends with
+ * uprobe_end_dup_mmap(); the parent's mm is current->mm. */
+int kp_dup_mmap_start(struct pt_regs *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	return fork_begin((struct mm_struct *)rd64(&task->mm));
+}
+
+int kp_dup_mmap_end(struct pt_regs *ctx)
+{
+	return fork_end();
+}
+#endif
+
+#if defined(FORK_DUP_MMAP) || defined(FORK_UPROBE_WINDOW)
+/* sched_process_fork: the child exists now; send the fork event. */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tid = (u32)pid_tgid;
+	struct fork_inflight *f = fork_state.lookup(&tid);
+	if (!f)
+		return 0;
+	if (!f->done) {
+		fork_state.delete(&tid);
+		return 0;
+	}
+	int zero = 0;
+	struct vt_fork *e = fork_buf.lookup(&zero);
+	if (e) {
+		fill_hdr(&e->h, VT_EV_FORK, pid_tgid);
+		e->latency_ns = f->latency_ns;
+		e->child_pid = args->child_pid;
+		e->map_count = f->map_count;
+		e->vmas_copied = f->vmas_copied;
+		e->named_copied = f->named_copied;
+#ifdef FORK_DUP_MMAP
+		e->probe = 1;
+#else
+		e->probe = 2;
+#endif
+		submit(args, e, sizeof(*e));
+	}
+#if defined(FILTER_PIDS) && defined(FOLLOW_CHILDREN)
+	u32 child = args->child_pid;
+	u8 one = 1;
+	watched.update(&child, &one);
+#endif
+	fork_state.delete(&tid);
+	return 0;
+}
+#endif
+
+#ifdef VMA_DUP_PROBE
+/* vm_area_dup() returns the copy; a named copy took one name reference.
+ * Hot in fork (once per VMA): count only, in the thread's fork slot. */
+int kr_vm_area_dup(struct pt_regs *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct fork_inflight *f = fork_state.lookup(&tid);
+	if (!f || f->done)
+		return 0;
+	struct vm_area_struct *vma = (struct vm_area_struct *)PT_REGS_RC(ctx);
+	if (!vma)
+		return 0;
+	f->vmas_copied++;
+	if (vma_anon_name(vma))
+		f->named_copied++;
+	return 0;
+}
+#endif
+
+/* ======================================================================== */
+/* anon_vma_name objects                                                     */
+/* ======================================================================== */
+BPF_PERCPU_ARRAY(name_obj_buf, struct vt_name_obj, 1);
+
+static __always_inline int name_obj_event(void *ctx, u32 type, struct anon_vma_name *an)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!an || !is_watched(pid_tgid))
+		return 0;
+	int zero = 0;
+	struct vt_name_obj *e = name_obj_buf.lookup(&zero);
+	if (!e)
+		return 0;
+	fill_hdr(&e->h, type, pid_tgid);
+	e->ptr = (u64)an;
+	e->refcount = name_refcount(an);
+	read_name(e->name, an);
+	submit(ctx, e, sizeof(*e));
+	return 0;
+}
+
+#ifdef NAME_ALLOC_PROBE
+int kr_name_alloc(struct pt_regs *ctx)
+{
+	return name_obj_event(ctx, VT_EV_NAME_ALLOC, (struct anon_vma_name *)PT_REGS_RC(ctx));
+}
+#endif
+
+#ifdef NAME_FREE_PROBE
+/* anon_vma_name_free(struct kref *kref): kref is the first member */
+int kp_name_free(struct pt_regs *ctx)
+{
+	return name_obj_event(ctx, VT_EV_NAME_FREE, (struct anon_vma_name *)PT_REGS_PARM1(ctx));
+}
+#endif

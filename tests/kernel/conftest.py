@@ -1,0 +1,107 @@
+"""Kernel tests: run inside the QEMU guests (tests/vm/run), as root, with bcc.
+
+On a host that cannot run them (no root, no bcc, no kprobes, no anon VMA
+names) every test here is skipped with the reason.  Programs are compiled
+once per guest run (session fixtures): bcc takes ~15-25 s per compile under TCG.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vmatrace_bpf import doctor
+from vmatrace_bpf.kernel import KernelInfo
+from vmatrace_bpf.plan import choose
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _why_not() -> str:
+    return doctor.blocking_problem(KernelInfo.live()) or ""
+
+
+def pytest_collection_modifyitems(config, items):
+    why = _why_not()
+    if not why:
+        return
+    skip = pytest.mark.skip(reason=f"needs a kernel test guest (tests/vm/run): {why}")
+    for item in items:
+        if "tests/kernel" in str(item.fspath):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def kinfo():
+    return KernelInfo.live()
+
+
+class Collector:
+    """A loaded tracer plus a way to run a workload scenario under it."""
+
+    def __init__(self, kinfo, force=None):
+        from vmatrace_bpf.loader import Tracer
+        self.plan = choose(kinfo, force=force or {})
+        self.events = []
+        self.tracer = Tracer(self.plan, kinfo, self.events.append, filter_pids=True).start()
+
+    def spawn(self, scenario, *args):
+        p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", scenario, "--wait", *args],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        ready = json.loads(p.stdout.readline())
+        return p, ready["pid"]
+
+    def run(self, scenario, watch=True, alongside=None):
+        """Run SCENARIO (watched), optionally with ALONGSIDE running unwatched at the same time.
+        Returns (result, events of the scenario's PID, events of the other PID)."""
+        p, pid = self.spawn(scenario)
+        other = self.spawn(alongside) if alongside else None
+        if watch:
+            self.tracer.watch_pid(pid)
+        if other:
+            other[0].stdin.write("\n")
+            other[0].stdin.flush()
+        p.stdin.write("\n")
+        p.stdin.flush()
+        result = json.loads(p.stdout.readline())
+        if other:
+            json.loads(other[0].stdout.readline())
+        p.stdin.write("\n")
+        p.stdin.close()
+        p.wait(timeout=60)
+        if other:
+            other[0].stdin.write("\n")
+            other[0].stdin.close()
+            other[0].wait(timeout=60)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            self.tracer.poll(100)
+        self.tracer.unwatch_pid(pid)
+        mine = [e for e in self.events if e["pid"] == pid]
+        theirs = [e for e in self.events if other and e["pid"] == other[1]]
+        return result, mine, theirs
+
+    def close(self):
+        self.tracer.close()
+
+
+@pytest.fixture(scope="session")
+def collector(kinfo):
+    c = Collector(kinfo)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def fallback_collector(kinfo, collector):
+    """The same capabilities through their fallback variants, where this kernel has them.
+    bcc names its kprobe events by function and PID, so two tracers in one process
+    cannot share a function: the default one is detached first."""
+    collector.close()
+    force = {"prctl": "syscall-kprobe", "fork": "uprobe_dup_mmap-window"}
+    c = Collector(kinfo, force=force)
+    yield c
+    c.close()

@@ -1,0 +1,223 @@
+"""Compile and attach the BPF programs of a plan; deliver decoded events.
+
+The only module that imports bcc.  bcc comes from the distribution
+(python3-bpfcc); from a virtualenv it is found in the system's dist-packages.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+from typing import Callable, Dict, Iterable, List, Optional
+
+from . import events
+from .errors import VmabpfError
+from .kernel import KernelInfo
+from .plan import Plan
+
+BCC_INSTALL_HINT = ("install bcc from the distribution: apt-get install python3-bpfcc "
+                    "(the PyPI package named 'bcc' is unrelated)")
+
+
+class BccMissing(VmabpfError):
+    pass
+
+
+_bcc = None
+
+
+def import_bcc():
+    """The bcc module, or BccMissing with the install command."""
+    global _bcc
+    if _bcc is not None:
+        return _bcc
+    try:
+        import bcc  # noqa: F401
+        mod = sys.modules["bcc"]
+    except ImportError:
+        mod = None
+    if mod is None or not hasattr(mod, "BPF"):
+        # A virtualenv does not see the distribution's packages: look there.
+        sys.modules.pop("bcc", None)
+        for d in sorted(glob.glob("/usr/lib/python3/dist-packages")) + sorted(
+                glob.glob("/usr/lib/python3*/site-packages")):
+            if os.path.isdir(os.path.join(d, "bcc")):
+                sys.path.append(d)
+                try:
+                    import bcc  # noqa: F401,F811
+                    mod = sys.modules["bcc"]
+                except ImportError:
+                    mod = None
+                finally:
+                    sys.path.remove(d)
+                if mod is not None and hasattr(mod, "BPF"):
+                    break
+    if mod is None or not hasattr(mod, "BPF"):
+        raise BccMissing("bcc (BPF Compiler Collection) not found: " + BCC_INSTALL_HINT)
+    _bcc = mod
+    return mod
+
+
+def bcc_info() -> Dict[str, Optional[str]]:
+    """{"version", "path", "error"} without raising."""
+    try:
+        mod = import_bcc()
+    except BccMissing as e:
+        return {"version": None, "path": None, "error": str(e)}
+    except Exception as e:  # libbcc.so missing or broken: bcc's import raises OSError etc.
+        return {"version": None, "path": None, "error": f"bcc failed to load: {e}"}
+    return {"version": getattr(mod, "__version__", "unknown"), "path": os.path.dirname(mod.__file__),
+            "error": None}
+
+
+def support_kfunc() -> bool:
+    try:
+        return bool(import_bcc().BPF.support_kfunc())
+    except Exception:
+        return False
+
+
+def program_source() -> str:
+    with open(os.path.join(events.bpf_dir(), "vmatrace.bpf.c")) as f:
+        return f.read()
+
+
+def build_defines(plan: Plan, kinfo: KernelInfo, pids: Iterable[int] = (), tid: Optional[int] = None,
+                  children: bool = False, filter_pids: Optional[bool] = None, ringbuf: Optional[bool] = None,
+                  ringbuf_pages: int = 64) -> Dict[str, int]:
+    d = plan.defines()
+    d["VT_ARCH_X86_64" if kinfo.arch == "x86_64" else "VT_ARCH_ARM64"] = 1
+    if filter_pids is None:
+        filter_pids = bool(list(pids))
+    if filter_pids:
+        d["FILTER_PIDS"] = 1
+    if tid:
+        d["FILTER_TID"] = int(tid)
+    if children:
+        d["FOLLOW_CHILDREN"] = 1
+    if ringbuf is None:
+        ringbuf = has_ringbuf(kinfo)
+    if ringbuf:
+        d["USE_RINGBUF"] = 1
+        d["RINGBUF_PAGES"] = ringbuf_pages
+    return d
+
+
+def has_ringbuf(kinfo: KernelInfo) -> bool:
+    """BPF ring buffer (5.8+): the helper's symbol is in kallsyms."""
+    return any(s in kinfo.symbols for s in ("bpf_ringbuf_output", "bpf_ringbuf_reserve", "bpf_ringbuf_output_proto"))
+
+
+def cflags(defines: Dict[str, int]) -> List[str]:
+    return [f"-I{events.bpf_dir()}"] + [f"-D{k}={v}" for k, v in sorted(defines.items())] + [
+        "-Wno-duplicate-decl-specifier", "-Wno-ignored-attributes", "-Wno-unknown-warning-option"]
+
+
+def ebpf_text(defines: Dict[str, int]) -> str:
+    """What --ebpf prints: the program with the plan's macros in front."""
+    head = "".join(f"#define {k} {v}\n" for k, v in sorted(defines.items()))
+    return f"/* vmabpf: -D flags chosen by the attach plan */\n{head}\n{program_source()}"
+
+
+class Tracer:
+    """The loaded programs.  Use as a context manager: exit detaches everything."""
+
+    def __init__(self, plan: Plan, kinfo: KernelInfo, on_event: Callable[[events.Event], None],
+                 pids: Iterable[int] = (), tid: Optional[int] = None, children: bool = False,
+                 filter_pids: Optional[bool] = None, ringbuf: Optional[bool] = None):
+        self.plan = plan
+        self.kinfo = kinfo
+        self.on_event = on_event
+        self.pids = list(pids)
+        self.defines = build_defines(plan, kinfo, self.pids, tid, children, filter_pids, ringbuf)
+        self.ringbuf = "USE_RINGBUF" in self.defines
+        self.lost_perf = 0
+        self.undecodable = 0
+        self.bpf = None
+        self.attached: List[str] = []
+
+    def start(self) -> "Tracer":
+        bcc = import_bcc()
+        try:
+            self.bpf = bcc.BPF(text=program_source(), cflags=cflags(self.defines))
+        except Exception as e:
+            raise VmabpfError(f"the BPF program failed to compile or load ({e}); run 'vmabpf doctor' "
+                              "to check kernel headers and BPF support") from None
+        try:
+            for p in self.plan.probes():
+                if p.kind == "kprobe":
+                    self.bpf.attach_kprobe(event=p.target, fn_name=p.fn)
+                elif p.kind == "kretprobe":
+                    self.bpf.attach_kretprobe(event=p.target, fn_name=p.fn, maxactive=64)
+                # tracepoints: bcc attaches TRACEPOINT_PROBE functions itself
+                self.attached.append(f"{p.kind}:{p.target}")
+        except Exception as e:
+            self.close()
+            raise VmabpfError(f"attaching {p.kind} {p.target} failed: {e}") from None
+        for pid in self.pids:
+            self.watch_pid(pid)
+        table = self.bpf["events"]
+        if self.ringbuf:
+            table.open_ring_buffer(self._raw)
+        else:
+            table.open_perf_buffer(self._raw, page_cnt=256, lost_cb=self._lost)
+        return self
+
+    def watch_pid(self, pid: int) -> None:
+        if "FILTER_PIDS" in self.defines:
+            self.bpf["watched"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    def unwatch_pid(self, pid: int) -> None:
+        if "FILTER_PIDS" in self.defines:
+            try:
+                del self.bpf["watched"][ctypes.c_uint32(pid)]
+            except KeyError:
+                pass
+
+    def _raw(self, *args) -> None:
+        # ring buffer: (ctx, data, size); perf buffer: (cpu, data, size)
+        _, data, size = args
+        ev = events.decode(ctypes.string_at(data, size))
+        if ev is None:
+            self.undecodable += 1
+            return
+        self.on_event(ev)
+
+    def _lost(self, count: int) -> None:
+        self.lost_perf += count
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        if self.ringbuf:
+            self.bpf.ring_buffer_poll(timeout_ms)
+        else:
+            self.bpf.perf_buffer_poll(timeout_ms)
+
+    def drain(self) -> None:
+        """Deliver what is queued without waiting."""
+        if self.ringbuf:
+            self.bpf.ring_buffer_consume()
+        else:
+            self.bpf.perf_buffer_poll(0)
+
+    def lost(self) -> int:
+        """Records lost so far: perf buffer overruns plus ring buffer reservation failures."""
+        n = self.lost_perf
+        if self.bpf is not None:
+            for v in self.bpf["drops"].values():
+                n += v.value
+        return n
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            try:
+                self.bpf.cleanup()
+            finally:
+                self.bpf = None
+
+    def __enter__(self) -> "Tracer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,155 @@
+"""Workloads whose effect on VMAs is known: what the kernel tests (and examples) run.
+
+Each scenario maps its own anonymous region with MAP_FIXED_NOREPLACE at an
+address far from everything else, so no foreign VMA is ever its neighbour,
+then names, protects and forks it.  It reports the region and the resulting
+``[anon:...]`` lines of /proc/self/maps as JSON.
+
+    python3 -m vmatrace_bpf.workload SCENARIO [--wait]
+
+With --wait it prints {"pid": N, "ready": true} and waits for a line on stdin
+before doing anything (so a tracer can start watching the PID first).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import mmap
+import os
+import sys
+from typing import Dict, List, Optional
+
+PR_SET_VMA = 0x53564D41
+PR_SET_VMA_ANON_NAME = 0
+MAP_FIXED_NOREPLACE = 0x100000
+PAGE = mmap.PAGESIZE
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_void_p]
+
+PROT_NONE, PROT_READ, PROT_RW = 0, mmap.PROT_READ, mmap.PROT_READ | mmap.PROT_WRITE
+
+
+def map_region(pages: int, base: Optional[int] = None, prot: int = PROT_RW) -> int:
+    """mmap PAGES anonymous private pages at BASE (MAP_FIXED_NOREPLACE)."""
+    if base is None:
+        base = 0x5A0000000000 + (os.getpid() % 4096) * 0x10000000
+    addr = _libc.mmap(base, pages * PAGE, prot, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
+    if addr in (None, ctypes.c_void_p(-1).value) or addr != base:
+        raise OSError(ctypes.get_errno(), f"mmap at {base:#x} failed")
+    return addr
+
+
+def set_name(addr: int, length: int, name: Optional[bytes]) -> int:
+    """prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, ...): 0 or -errno."""
+    rc = _libc.prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, length, name)
+    return 0 if rc == 0 else -ctypes.get_errno()
+
+
+def protect(addr: int, length: int, prot: int) -> None:
+    if _libc.mprotect(addr, length, prot) != 0:
+        raise OSError(ctypes.get_errno(), "mprotect failed")
+
+
+def touch(addr: int, pages: int) -> None:
+    for i in range(pages):
+        ctypes.c_char.from_address(addr + i * PAGE).value = b"x"
+
+
+def maps_in(lo: int, hi: int) -> List[Dict]:
+    """/proc/self/maps lines inside [lo, hi)."""
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            if start >= lo and end <= hi:
+                out.append({"start": start, "end": end, "perms": parts[1],
+                            "name": parts[5].strip() if len(parts) > 5 else ""})
+    return out
+
+
+# -- scenarios -------------------------------------------------------------------
+def scenario_names() -> Dict:
+    """Pages named a, a, b in a row; then names the kernel rejects."""
+    base = map_region(3)
+    results = {
+        "a0": set_name(base, PAGE, b"a"),
+        "a1": set_name(base + PAGE, PAGE, b"a"),
+        "b2": set_name(base + 2 * PAGE, PAGE, b"b"),
+        "bad_char": set_name(base, PAGE, b"bad$name"),
+        "too_long": set_name(base, PAGE, b"x" * 80),
+        "unmapped": set_name(base + 16 * PAGE, PAGE, b"nowhere"),
+    }
+    return {"base": base, "end": base + 3 * PAGE, "results": results, "maps": maps_in(base, base + 64 * PAGE)}
+
+
+def scenario_unnamed() -> Dict:
+    """The same pattern without names: page by page to PROT_READ, each merges with the one before."""
+    base = map_region(3)
+    for i in range(3):
+        protect(base + i * PAGE, PAGE, PROT_READ)
+    return {"base": base, "end": base + 3 * PAGE, "maps": maps_in(base, base + 3 * PAGE)}
+
+
+def scenario_split() -> Dict:
+    """mprotect the middle page of a 3-page VMA named 'mid'."""
+    base = map_region(3)
+    rc = set_name(base, 3 * PAGE, b"mid")
+    protect(base + PAGE, PAGE, PROT_READ)
+    return {"base": base, "end": base + 3 * PAGE, "results": {"name": rc}, "maps": maps_in(base, base + 3 * PAGE)}
+
+
+def scenario_fork(k: int = 5) -> Dict:
+    """K named VMAs (k0..k{K-1}, each a separate mapping two pages apart), then one fork."""
+    base = map_region(2 * k, prot=PROT_NONE)
+    rcs = {}
+    for i in range(k):
+        protect(base + 2 * i * PAGE, PAGE, PROT_RW)
+        rcs[f"k{i}"] = set_name(base + 2 * i * PAGE, PAGE, f"k{i}".encode())
+    sys.stdout.flush()
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    return {"base": base, "end": base + 2 * k * PAGE, "k": k, "child": child, "results": rcs,
+            "maps": maps_in(base, base + 2 * k * PAGE)}
+
+
+def scenario_noise(rounds: int = 200) -> Dict:
+    """A busy neighbour: names and renames VMAs in a loop (must not show up for another PID)."""
+    base = map_region(4)
+    for i in range(rounds):
+        set_name(base + (i % 4) * PAGE, PAGE, f"noise{i % 3}".encode())
+        protect(base + (i % 4) * PAGE, PAGE, PROT_READ if i % 2 else PROT_RW)
+    return {"base": base, "end": base + 4 * PAGE, "rounds": rounds}
+
+
+SCENARIOS = {"names": scenario_names, "unnamed": scenario_unnamed, "split": scenario_split,
+             "fork": scenario_fork, "noise": scenario_noise}
+
+
+def main(argv: List[str]) -> int:
+    args = [a for a in argv if not a.startswith("--")]
+    if not args or args[0] not in SCENARIOS:
+        print(f"usage: python3 -m vmatrace_bpf.workload {{{'|'.join(SCENARIOS)}}} [--wait]", file=sys.stderr)
+        return 2
+    if "--wait" in argv:
+        print(json.dumps({"pid": os.getpid(), "ready": True}), flush=True)
+        sys.stdin.readline()
+    out = SCENARIOS[args[0]]()
+    out["pid"] = os.getpid()
+    print(json.dumps(out), flush=True)
+    if "--wait" in argv:
+        sys.stdin.readline()  # stay alive until told, so the PID stays valid while events drain
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
