@@ -13,11 +13,20 @@
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 #include <linux/mm_types.h>
-#include <linux/mm.h>
 #include "vmatrace.h"
 
-#ifndef VM_SOFTDIRTY
-#define VM_SOFTDIRTY 0
+/* <linux/mm.h> does not compile for the BPF target on 7.x (a static_assert
+ * on struct filename's size), so the few vm_flags bits used are spelled out;
+ * they have kept these values since 2.6. */
+#define VT_VM_IO 0x00004000ULL
+#define VT_VM_PFNMAP 0x00000400ULL
+#define VT_VM_DONTEXPAND 0x00040000ULL
+#define VT_VM_MIXEDMAP 0x10000000ULL
+#define VT_VM_SPECIAL (VT_VM_IO | VT_VM_DONTEXPAND | VT_VM_PFNMAP | VT_VM_MIXEDMAP)
+#ifdef CONFIG_MEM_SOFT_DIRTY
+#define VT_VM_SOFTDIRTY 0x08000000ULL
+#else
+#define VT_VM_SOFTDIRTY 0ULL
 #endif
 
 /* ---- output ------------------------------------------------------------- */
@@ -152,23 +161,20 @@ struct merge_req {
 	struct anon_vma_name *name;
 };
 
-#ifdef VM_MAYBE_GUARD
-#define VT_IGNORE_MERGE_FLAGS ((u64)VM_SOFTDIRTY | (u64)VM_MAYBE_GUARD)
-#else
-#define VT_IGNORE_MERGE_FLAGS ((u64)VM_SOFTDIRTY)
-#endif
+/* VMA_IGNORE_MERGE_FLAGS; 7.x also ignores VM_MAYBE_GUARD (guard regions), not handled here */
+#define VT_IGNORE_MERGE_FLAGS VT_VM_SOFTDIRTY
 
 /* Why neighbour NB cannot absorb the range (0: it can), every failing check
  * a bit.  Mirrors is_mergeable_vma(), is_mergeable_anon_vma() and the pgoff
  * tests of can_vma_merge_before/after (6.1) / can_vma_merge_left/right (6.12+).
- * NBUF holds the neighbour's name, RBUF the proposed one. */
-static __always_inline u32 neighbour_cause(struct vm_area_struct *nb, int is_prev, struct merge_req *req,
-					   char *nbuf, char *rbuf)
+ * NB_START/NB_END are its bounds when the attempt began (vma_modify() may
+ * have split it since).  NBUF holds the neighbour's name, RBUF the proposed one. */
+static __always_inline u32 neighbour_cause(struct vm_area_struct *nb, u64 nb_start, u64 nb_end, int is_prev,
+					   struct merge_req *req, char *nbuf, char *rbuf)
 {
 	u32 cause = 0;
 	if (!nb)
 		return VT_CAUSE_NO_VMA;
-	u64 nb_start = vma_start(nb), nb_end = vma_end(nb);
 	if (is_prev && nb_start < req->start && nb_end > req->start)
 		return VT_CAUSE_INSIDE;
 	if (is_prev ? nb_end != req->start : nb_start != req->end)
@@ -176,7 +182,7 @@ static __always_inline u32 neighbour_cause(struct vm_area_struct *nb, int is_pre
 	u64 flags = rd64(&nb->vm_flags);
 	if ((flags ^ req->vm_flags) & ~VT_IGNORE_MERGE_FLAGS)
 		cause |= VT_CAUSE_FLAGS;
-	if ((flags | req->vm_flags) & VM_SPECIAL)
+	if ((flags | req->vm_flags) & VT_VM_SPECIAL)
 		cause |= VT_CAUSE_SPECIAL;
 	struct file *file = (struct file *)rd64(&nb->vm_file);
 	if (file != req->file)
@@ -359,7 +365,7 @@ static __always_inline void merge_done(void *ctx, struct merge_inflight *m, stru
 		e->prev_name[0] = 0;
 	} else {
 		read_name(e->prev_name, vma_anon_name(m->prev));
-		e->prev_cause = neighbour_cause(m->prev, 1, &m->req, e->prev_name, e->name);
+		e->prev_cause = neighbour_cause(m->prev, m->prev_start, m->prev_end, 1, &m->req, e->prev_name, e->name);
 	}
 	e->next_name[0] = 0;
 	if (with_next) {
@@ -368,7 +374,7 @@ static __always_inline void merge_done(void *ctx, struct merge_inflight *m, stru
 		e->next_cause = VT_CAUSE_INSIDE;
 	} else if (m->next) {
 		read_name(e->next_name, vma_anon_name(m->next));
-		e->next_cause = neighbour_cause(m->next, 0, &m->req, e->next_name, e->name);
+		e->next_cause = neighbour_cause(m->next, m->next_start, m->next_end, 0, &m->req, e->next_name, e->name);
 	} else {
 		e->next_cause = m->next_seen ? VT_CAUSE_NO_VMA : VT_CAUSE_UNSEEN;
 	}
@@ -705,11 +711,14 @@ int kr_vm_area_dup(struct pt_regs *ctx)
 /* anon_vma_name objects                                                     */
 /* ======================================================================== */
 BPF_PERCPU_ARRAY(name_obj_buf, struct vt_name_obj, 1);
+/* name objects allocated by watched processes and not yet freed: a free is
+ * reported even when it happens in another process (a child exiting) */
+BPF_HASH(live_names, u64, u8, 65536);
 
-static __always_inline int name_obj_event(void *ctx, u32 type, struct anon_vma_name *an)
+static __always_inline int name_obj_event(void *ctx, u32 type, struct anon_vma_name *an, int known)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!an || !is_watched(pid_tgid))
+	if (!an || !(known || is_watched(pid_tgid)))
 		return 0;
 	int zero = 0;
 	struct vt_name_obj *e = name_obj_buf.lookup(&zero);
@@ -726,7 +735,13 @@ static __always_inline int name_obj_event(void *ctx, u32 type, struct anon_vma_n
 #ifdef NAME_ALLOC_PROBE
 int kr_name_alloc(struct pt_regs *ctx)
 {
-	return name_obj_event(ctx, VT_EV_NAME_ALLOC, (struct anon_vma_name *)PT_REGS_RC(ctx));
+	struct anon_vma_name *an = (struct anon_vma_name *)PT_REGS_RC(ctx);
+	if (!an || !is_watched(bpf_get_current_pid_tgid()))
+		return 0;
+	u64 key = (u64)an;
+	u8 one = 1;
+	live_names.update(&key, &one);
+	return name_obj_event(ctx, VT_EV_NAME_ALLOC, an, 1);
 }
 #endif
 
@@ -734,6 +749,24 @@ int kr_name_alloc(struct pt_regs *ctx)
 /* anon_vma_name_free(struct kref *kref): kref is the first member */
 int kp_name_free(struct pt_regs *ctx)
 {
-	return name_obj_event(ctx, VT_EV_NAME_FREE, (struct anon_vma_name *)PT_REGS_PARM1(ctx));
+	u64 key = PT_REGS_PARM1(ctx);
+	int known = live_names.lookup(&key) != 0;
+	if (known)
+		live_names.delete(&key);
+	return name_obj_event(ctx, VT_EV_NAME_FREE, (struct anon_vma_name *)key, known);
+}
+#endif
+
+#ifdef NAME_FREE_KFREE
+/* Where anon_vma_name_free() was inlined, only its kfree() is left to see.
+ * Runs for every kfree(): one hash lookup. */
+TRACEPOINT_PROBE(kmem, kfree)
+{
+	u64 key = (u64)args->ptr;
+	if (!live_names.lookup(&key))
+		return 0;
+	live_names.delete(&key);
+	/* the object is being freed but its bytes are still intact here */
+	return name_obj_event(args, VT_EV_NAME_FREE, (struct anon_vma_name *)key, 1);
 }
 #endif

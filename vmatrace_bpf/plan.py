@@ -29,6 +29,7 @@ class Probe:
     candidates: Tuple[str, ...]
     fn: str
     optional: bool = False  # the variant works without it, knowing less
+    macro: str = ""  # defined (=1) for the BPF program when this probe is attached
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,11 @@ CAPABILITIES: Tuple[Capability, ...] = (
         "name_free", "anon_vma_name objects freed (last reference dropped)",
         (
             Variant("anon_vma_name_free", "NAME_FREE_PROBE",
-                    (Probe("kprobe", ("anon_vma_name_free",), "kp_name_free"),),
-                    "anon_vma_name_free(kref), the kref release function, 5.17+"),
+                    (Probe("kprobe", ("anon_vma_name_free",), "kp_name_free"),
+                     Probe("tracepoint", ("kmem:kfree",), "tp_kfree", optional=True, macro="NAME_FREE_KFREE")),
+                    "anon_vma_name_free(kref), the kref release function, 5.17+; the compiler may also inline it "
+                    "into callers in mm/madvise.c (7.x: set_anon_vma_name), so kfree() of a name object seen "
+                    "allocated is watched too"),
         ),
         "anon_vma_name_free is not traceable (CONFIG_ANON_VMA_NAME off?)"),
 )
@@ -274,7 +278,7 @@ def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES,
         for variant in cap.variants:
             if cap.name in force and variant.name != force[cap.name]:
                 continue
-            resolved, defines, why = [], {}, ""
+            resolved, defines, why = [], {}, ""  # type: List[ResolvedProbe], Dict[str, int], str
             for probe in variant.probes:
                 target, why = _resolve_probe(kinfo, probe)
                 if target is None and probe.optional:
@@ -284,6 +288,8 @@ def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES,
                 if target is None:
                     break
                 resolved.append(ResolvedProbe(probe.kind, target, probe.fn))
+                if probe.macro:
+                    defines[probe.macro] = 1
             if not why:
                 for off in variant.offsets:
                     val, why = _resolve_offset(kinfo, off)
