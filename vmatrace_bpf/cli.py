@@ -1,10 +1,97 @@
+"""vmabpf command line (click).  Conventions of bcc's tools: -p PID, interval
+and count arguments, --ebpf, -j for JSON; errors are one line and a non-zero
+exit, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
 import click
 
-@click.group()
+from . import __version__
+from .errors import VmabpfError
+
+
+def fail(message: str, code: int = 1) -> "NoReturn":  # type: ignore[name-defined]
+    click.echo(f"vmabpf: {message}", err=True)
+    sys.exit(code)
+
+
+def one_line_errors(fn):
+    """Turn VmabpfError (and a few OS errors) into 'vmabpf: ...' and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VmabpfError as e:
+            fail(str(e), e.exit_code)
+        except BrokenPipeError:
+            # output piped into head & co: not an error
+            sys.stderr.close()
+            sys.exit(0)
+        except PermissionError as e:
+            fail(f"permission denied: {e.filename or e}; run as root (sudo vmabpf ...)")
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vmabpf")
 def main():
-    """vmabpf"""
+    """Trace what Linux does with named anonymous memory (prctl PR_SET_VMA_ANON_NAME).
+
+    \b
+    doctor   can vmabpf trace here, and through which kernel functions?
+    watch    live events for one process: names, merges (and why they fail),
+             splits, forks, name refcount sharing
+    maps     names, sizes and name-caused fragmentation from /proc/PID/smaps,
+             a saved file or an Android device (no BPF needed)
+    """
+
 
 @main.command()
-def doctor():
-    import os
-    print(os.uname().release)
+@click.option("-j", "--json", "as_json", is_flag=True, help="print JSON")
+@click.option("--kallsyms", type=click.Path(dir_okay=False), help="read a saved kallsyms instead of this kernel's")
+@click.option("--filter-functions", type=click.Path(dir_okay=False), help="saved available_filter_functions")
+@click.option("--btf", type=click.Path(dir_okay=False), help="saved BTF (/sys/kernel/btf/vmlinux)")
+@click.option("--config", type=click.Path(dir_okay=False), help="saved kernel .config")
+@click.option("--release", help="kernel release of the saved files")
+@click.option("--arch", type=click.Choice(["x86_64", "arm64"]), help="architecture of the saved files")
+@one_line_errors
+def doctor(as_json, kallsyms, filter_functions, btf, config, release, arch):
+    """Check kernel, privileges, bcc and headers; show the attach plan.
+
+    Exits 0 when `vmabpf watch` can run here, 1 when it cannot.  With
+    --kallsyms (and --btf, --config, ...) it plans for a kernel from saved
+    files instead, e.g. ones pulled from a device with adb.
+    """
+    from .doctor import diagnose
+    from .kernel import KernelInfo, host_machine
+    from .render import render_doctor
+
+    if kallsyms:
+        kinfo = KernelInfo.from_files(release or "unknown", arch or host_machine(), kallsyms=kallsyms,
+                                      filter_functions=filter_functions, btf=btf, config=config)
+        report = diagnose(kinfo, live=False)
+    else:
+        report = diagnose(KernelInfo.live())
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(render_doctor(report))
+    sys.exit(0 if report.can_watch else 1)
+
+
+def _register_optional_commands():
+    from .watch import watch
+    main.add_command(watch)
+    try:
+        from .maps_cmd import maps
+    except ImportError:
+        return
+    main.add_command(maps)
+
+
+_register_optional_commands()
