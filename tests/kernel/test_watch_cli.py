@@ -1,0 +1,110 @@
+"""`vmabpf watch` as a user runs it: a subprocess, JSON output, Ctrl-C, exits."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vmatrace_bpf.report import Aggregator
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VMABPF = [sys.executable, "-m", "vmatrace_bpf"]
+
+
+def kprobe_events():
+    with open("/sys/kernel/tracing/kprobe_events") as f:
+        return f.read()
+
+
+def start_workload(scenario):
+    p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", scenario, "--wait"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    return p, json.loads(p.stdout.readline())["pid"]
+
+
+def start_watch(*args):
+    w = subprocess.Popen(VMABPF + ["watch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=REPO)
+    banner = w.stderr.readline()
+    assert "Hit Ctrl-C to end." in banner, banner + w.stderr.read()
+    return w
+
+
+def test_watch_json_then_ctrl_c(tmp_path):
+    before = kprobe_events()
+    wl, pid = start_workload("names")
+    w = start_watch("-p", str(pid), "-j")
+    assert kprobe_events() != before  # attached
+    wl.stdin.write("\n")
+    wl.stdin.flush()
+    res = json.loads(wl.stdout.readline())
+    time.sleep(2)  # let the 100 ms poll loop deliver
+    w.send_signal(signal.SIGINT)
+    out, err = w.communicate(timeout=60)
+    assert w.returncode == 0, err
+    assert "Traceback" not in err
+    lines = [json.loads(line) for line in out.splitlines()]  # every line is real JSON
+    events = [e for e in lines if e["type"] != "summary"]
+    summary = [e for e in lines if e["type"] == "summary"]
+    assert len(summary) == 1 and summary[0]["final"]
+    assert {e["pid"] for e in events} == {pid}
+    sets = [(e["name"], e["err"]) for e in events if e["type"] == "name_set"]
+    assert sets == [("a", None), ("a", None), ("b", None), ("bad$name", "EINVAL"), ("x" * 79, "EINVAL"),
+                    ("nowhere", "ENOMEM")]
+    region = [e for e in events if e["type"] == "merge" and res["base"] <= e["start"] < res["end"]
+              and e["source"] != "new_range"]
+    assert [m["outcome"] for m in region] == ["none", "prev", "none"]
+    assert region[2]["prev_cause"] == ["name"]
+    # the final summary is the same aggregation of the same events
+    proc = summary[0]["processes"][0]
+    assert proc == Aggregator().add_all(events).summary()["processes"][0]
+    assert proc["names"]["set"] == 3 and proc["names"]["rejected"] == {"EINVAL": 2, "ENOMEM": 1}
+    assert proc["merges"]["blocked_by_name_only"] >= 1
+    assert summary[0]["lost_events"] == 0
+    # Ctrl-C detached everything
+    assert kprobe_events() == before
+    wl.stdin.write("\n")
+    wl.stdin.close()
+    wl.wait(timeout=30)
+
+
+def test_watch_ends_when_process_exits():
+    wl, pid = start_workload("fork")
+    w = start_watch("-p", str(pid))
+    wl.stdin.write("\n")
+    wl.stdin.flush()
+    res = json.loads(wl.stdout.readline())
+    wl.stdin.write("\n")
+    wl.stdin.close()
+    wl.wait(timeout=30)
+    out, err = w.communicate(timeout=60)
+    assert w.returncode == 0, err
+    assert f"PID {pid} exited" in err
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["PID", "COMM", "EVENT", "DETAIL"]
+    forks = [ln for ln in lines if " FORK " in ln]
+    assert len(forks) == 1 and f"child {res['child']}" in forks[0] and "named=5" in forks[0]
+    assert any(" EXIT " in ln for ln in lines)
+    assert all(len(ln) <= 80 for ln in lines if " FORK " in ln or " MERGE " in ln or " NAME " in ln)
+    assert "lost events: 0" in out
+
+
+def test_watch_missing_pid_one_line():
+    r = subprocess.run(VMABPF + ["watch", "-p", "999999"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == ["vmabpf: no process with PID 999999 (check the number with ps; "
+                                             "it may have exited)"]
+
+
+def test_watch_non_root_one_line():
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                        "--bounding-set=-all"] + VMABPF + ["watch", "-p", "1"],
+                       capture_output=True, text=True, cwd=REPO, env={**os.environ, "HOME": "/tmp"})
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vmabpf: cannot trace on this kernel: privileges"), r.stderr
+    assert "Traceback" not in r.stderr

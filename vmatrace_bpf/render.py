@@ -1,0 +1,220 @@
+"""Text output: event lines, summary tables, the doctor report.
+
+Names come from processes and can hold anything (a rejected name may contain
+control bytes), so every name goes through ``escape`` before it is printed.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from tabulate import tabulate
+
+
+def escape(s: str) -> str:
+    """Printable ASCII as is; everything else as \\xNN / \\uNNNN (no raw control bytes reach a terminal)."""
+    out = []
+    for ch in s:
+        o = ord(ch)
+        if 0x20 <= o < 0x7F and ch != "\\":
+            out.append(ch)
+        elif ch == "\\":
+            out.append("\\\\")
+        elif o < 0x100:
+            out.append(f"\\x{o:02x}")
+        else:
+            out.append(f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)
+
+
+def human_size(n: int) -> str:
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n}{unit}" if unit == "" else (f"{n:.0f}{unit}" if n == int(n) else f"{n:.1f}{unit}")
+        n /= 1024
+    return str(n)
+
+
+def qname(name: str, width: int = 0) -> str:
+    s = escape(name)
+    if width and len(s) > width:
+        s = s[: width - 1] + "~"
+    return f"'{s}'"
+
+
+def causes(words: List[str]) -> str:
+    return "+".join(words) if words else "ok"
+
+
+def event_detail(ev: dict, verbose: bool = False) -> str:
+    t = ev["type"]
+    w = 0 if verbose else 16
+    if t == "name_set":
+        rng = f"{ev['addr']:#x}+{human_size(ev['len'])}"
+        nm = "(clear)" if ev.get("name_null") else qname(ev["name"], w) + ("..." if ev.get("name_truncated") else "")
+        res = "ok" if ev["ret"] == 0 else (ev.get("err") or str(ev["ret"]))
+        return f"{rng} {nm} {res}"
+    if t == "merge":
+        rng = f"{ev['start']:#x}-{ev['end']:#x}"
+        if ev["outcome"] in ("prev", "next", "both"):
+            d = f"{rng} {qname(ev['name'], w)} merged {ev['outcome']} -> {ev['res_start']:#x}-{ev['res_end']:#x}"
+        elif ev["outcome"] == "error":
+            d = f"{rng} {qname(ev['name'], w)} merge failed (ENOMEM)"
+        else:
+            d = f"{rng} {qname(ev['name'], w)} not merged: prev {causes(ev['prev_cause'])}, next {causes(ev['next_cause'])}"
+            if ev["prev_cause"] == ["name"] or ev["next_cause"] == ["name"]:
+                d += " [name alone]"
+        if verbose:
+            d += (f" src={ev['source']} prev={ev['prev_start']:#x}-{ev['prev_end']:#x} {qname(ev['prev_name'])}"
+                  f" next={ev['next_start']:#x}-{ev['next_end']:#x} {qname(ev['next_name'])}"
+                  f" flags={ev['vm_flags']:#x}")
+        return d
+    if t == "split":
+        res = "" if ev["ret"] == 0 else f" failed {ev.get('err') or ev['ret']}"
+        nm = qname(ev["name"], w) if ev["name"] else "unnamed"
+        return (f"{ev['vma_start']:#x}-{ev['vma_end']:#x} at {ev['addr']:#x} {nm}"
+                + (f" refs={ev['refcount']}" if ev["name"] else "") + res)
+    if t == "fork":
+        return (f"child {ev['child_pid']} vmas={ev['map_count']} named={ev['named_copied']} "
+                f"(+{ev['named_copied']} refs) dup_mmap {ev['latency_ns'] / 1000:.0f}us")
+    if t in ("name_alloc", "name_free"):
+        return f"{qname(ev['name'], w)} refs={ev['refcount']}" + (f" obj={ev['ptr']:#x}" if verbose else "")
+    if t == "lost":
+        return f"{ev['count']} events lost"
+    if t == "exit":
+        return "process exited"
+    return ""
+
+
+EVENT_LABEL = {"name_set": "NAME", "merge": "MERGE", "split": "SPLIT", "fork": "FORK", "name_alloc": "ALLOC",
+               "name_free": "FREE", "lost": "LOST", "exit": "EXIT"}
+
+
+def event_header(timestamps: bool) -> str:
+    return ("TIME(s)   " if timestamps else "") + f"{'PID':<7} {'COMM':<12} {'EVENT':<5} DETAIL"
+
+
+def event_line(ev: dict, ts0: int = 0, timestamps: bool = False, verbose: bool = False) -> str:
+    head = f"{(ev.get('ts', ts0) - ts0) / 1e9:<9.3f} " if timestamps else ""
+    comm = escape(ev.get("comm", ""))[:12]
+    line = f"{head}{ev.get('pid', 0):<7} {comm:<12} {EVENT_LABEL.get(ev['type'], ev['type'].upper()):<5} " \
+           f"{event_detail(ev, verbose)}"
+    return line if verbose or len(line) <= 79 else line[:78] + "~"
+
+
+def summary_table(summary: dict) -> str:
+    rows = []
+    for p in summary["processes"]:
+        m, n = p["merges"], p["names"]
+        rows.append([p["pid"], escape(p["comm"])[:15], n["set"], sum(n["rejected"].values()),
+                     m["attempted"], m["merged"], m["not_merged"], m["blocked_by_name_only"],
+                     p["splits"]["count"], p["forks"]["count"], p["forks"]["refcount_increments"],
+                     p["name_objects"]["live"]])
+    hdr = ["PID", "COMM", "NAMED", "REJECT", "MERGE?", "MERGED", "FAILED", "NAME-BLK", "SPLITS", "FORKS",
+           "REFS+", "OBJS"]
+    out = tabulate(rows, headers=hdr, tablefmt="simple") if rows else "(no events)"
+    lines = [out]
+    for p in summary["processes"]:
+        detail = process_details(p)
+        if detail:
+            lines.append(detail)
+    lines.append(f"lost events: {summary['lost_events']}")
+    return "\n".join(lines)
+
+
+def process_details(p: dict) -> str:
+    lines = []
+    m = p["merges"]
+    if p["names"]["rejected"]:
+        lines.append("  names rejected: " + ", ".join(f"{k} x{v}" for k, v in p["names"]["rejected"].items()))
+    if m["not_merged_causes"]:
+        lines.append("  not merged, by cause (per side): "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(m["not_merged_causes"].items(), key=lambda kv: -kv[1])))
+    if m["top_name_pairs"]:
+        lines.append(f"  merges blocked by the name alone: {m['blocked_by_name_only']} "
+                     f"(= VMAs these names cost); top pairs:")
+        for pair in m["top_name_pairs"]:
+            lines.append(f"    {qname(pair['neighbour'])} next to {qname(pair['proposed'])}: {pair['count']}")
+    if p["forks"]["count"]:
+        lat = p["forks"]["latency_ns"]
+        lines.append(f"  forks: {p['forks']['count']}, dup_mmap p50 {lat['p50'] / 1000:.0f}us "
+                     f"p90 {lat['p90'] / 1000:.0f}us max {lat['max'] / 1000:.0f}us, name refs taken "
+                     f"{p['forks']['refcount_increments']}")
+    if p["splits"]["max_refcount_by_name"]:
+        lines.append("  name sharing after splits (max refcount): " + ", ".join(
+            f"{qname(k)} {v}" for k, v in p["splits"]["max_refcount_by_name"].items()))
+    if not lines:
+        return ""
+    return f"PID {p['pid']} ({escape(p['comm'])}):\n" + "\n".join(lines)
+
+
+def render_doctor(report) -> str:
+    mark = {True: "ok  ", False: "FAIL", None: "info"}
+    lines = [f"kernel {report.release} ({report.arch})", ""]
+    for c in report.checks:
+        if c.ok is False and not c.blocking:
+            m = "warn"
+        else:
+            m = mark[c.ok]
+        lines.append(f"[{m}] {c.name}: {c.detail}")
+        if c.ok is False and c.fix:
+            lines.append(f"       -> {c.fix}")
+    lines.append("")
+    lines.append("attach plan (first variant this kernel can trace, per capability):")
+    rows = []
+    for name, ch in report.plan.choices.items():
+        if ch.ok:
+            probes = ", ".join(f"{p.kind} {p.target}" for p in ch.probes)
+            rows.append([name, ch.variant.name, probes])
+            for why in ch.degraded:
+                rows.append(["", "(less detail)", why])
+        else:
+            rows.append([name, "MISSING", ch.capability.missing_hint])
+    lines.append(tabulate(rows, headers=["capability", "variant", "attach points"], tablefmt="simple"))
+    lines.append("")
+    lines.append("vmabpf watch can run here." if report.can_watch else
+                 "vmabpf watch cannot run here: fix the FAIL lines above.")
+    return "\n".join(lines)
+
+
+def print_log2_hist_text(vals: List[int], val_type: str, section: Optional[str] = None) -> str:
+    """bcc's print_log2_hist() output for a log2 bucket array VALS (index = bucket)."""
+    # Same text as bcc (table.py _print_log2_hist): header, then one row per bucket up to the last non-zero.
+    idx_max = -1
+    for i, v in enumerate(vals):
+        if v > 0:
+            idx_max = i
+    val_max = max(vals) if vals else 0
+    stars_max = 40
+    if idx_max <= 32:
+        header = "     %-19s : count     distribution"
+        body = "%10d -> %-10d : %-8d |%-*s|"
+    else:
+        header = "               %-29s : count     distribution"
+        body = "%20d -> %-20d : %-8d |%-*s|"
+    out = []
+    if section is not None:
+        out.append(section)
+    if idx_max > 0:
+        out.append(header % val_type)
+    for i in range(1, idx_max + 1):
+        low = (1 << i) >> 1
+        high = (1 << i) - 1
+        if low == high:
+            low -= 1
+        val = vals[i]
+        out.append(body % (low, high, val, stars_max, _stars(val, val_max, stars_max)))
+    return "\n".join(out)
+
+
+def _stars(val: int, val_max: int, width: int) -> str:
+    i = 0
+    text = ""
+    while True:
+        if i > (width * val / val_max) - 1 or i > width - 1:
+            break
+        text += "*"
+        i += 1
+    if val > val_max:
+        text = text[:-1] + "+"
+    return text
