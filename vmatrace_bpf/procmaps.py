@@ -46,25 +46,14 @@ _HEXCHARS = frozenset("0123456789abcdef")
 
 
 def escape(text: str) -> str:
-    """TEXT with every non-printable character (control bytes, undecodable
-    bytes kept as surrogates, backslash) written as an escape, so a name can
-    never move the cursor or change colours on a terminal."""
-    if text.isprintable() and "\\" not in text:
+    """TEXT safe for a terminal: render.escape() (printable ASCII as is, the
+    rest as \\xNN / \\uNNNN), except that bytes which were not UTF-8 (kept as
+    surrogates by the "surrogateescape" decoding of paths) show as the byte \\xNN."""
+    if text.isascii() and text.isprintable() and "\\" not in text:
         return text
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif 0xDC80 <= code <= 0xDCFF:       # a byte that was not UTF-8 (surrogateescape)
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}")
-    return "".join(out)
+    from .render import escape as render_escape
+    return "".join(f"\\x{ord(ch) - 0xDC00:02x}" if 0xDC80 <= ord(ch) <= 0xDCFF else render_escape(ch)
+                   for ch in text)
 
 
 @dataclass

@@ -67,6 +67,10 @@ def prepare(pids: List[int], tid: Optional[int], force: tuple):
     from .kernel import KernelInfo
     from .plan import PlanError, choose, parse_force
 
+    try:
+        forced = parse_force(force)
+    except PlanError as e:
+        raise VmabpfError(str(e)) from None
     for pid in pids:
         check_pid(pid)
         if tid:
@@ -75,11 +79,7 @@ def prepare(pids: List[int], tid: Optional[int], force: tuple):
     problem = blocking_problem(kinfo)
     if problem:
         raise VmabpfError(f"cannot trace on this kernel: {problem}; see 'vmabpf doctor'")
-    try:
-        plan = choose(kinfo, force=parse_force(force))
-    except PlanError as e:
-        raise VmabpfError(str(e)) from None
-    return kinfo, plan
+    return kinfo, choose(kinfo, force=forced)
 
 
 def trace_loop(tracer, on_event: Callable[[dict], None], pids: List[int], stop: StopFlag,
