@@ -95,7 +95,7 @@ def _adb_error(stderr: str, serial: Optional[str]) -> Optional[str]:
         return ("adb: device unauthorized: accept the 'Allow USB debugging?' dialog on the device "
                 "(or `adb kill-server` and reconnect)")
     if "not found" in low and "device" in low and "'" in s:
-        return f"adb: device {serial or ''!s} not found (see `adb devices`)".replace("device  ", "device ")
+        return f"adb: device '{serial}' not found (see `adb devices`)"
     if "offline" in low:
         return "adb: device offline: reconnect it or run `adb reconnect`"
     if "insufficient permissions" in low:
