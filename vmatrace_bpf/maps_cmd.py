@@ -182,8 +182,7 @@ def render_table(pm: ProcMaps, by: str, sort: str) -> str:
         vals = [r.vmas, r.size] + ([r.values[c] for c in SMAPS_COLUMNS] if pm.has_fields else [])
         body.append([escape(r.name)] + vals)
     align = ["left"] + ["right"] * len(cols)
-    out = tabulate(body, headers=head, tablefmt="simple", colalign=align, disable_numparse=True,
-                   intfmt="d")
+    out = tabulate(body, headers=head, tablefmt="simple", colalign=align, disable_numparse=True)
     note = "" if pm.has_fields else "\n(maps text: sizes only; use smaps for Rss, Pss, Swap)"
     if pm.kind == "rollup":
         note = "\n(smaps_rollup: one pseudo-VMA for the whole process; use smaps for names)"

@@ -270,6 +270,7 @@ def group(pm: ProcMaps, by: str = "name", sort: str = "pss") -> Tuple[List[Row],
 _DALVIK_HEAP_PREFIXES = ("[anon:dalvik-main space", "[anon:dalvik-alloc space", "[anon:dalvik-large object space",
                          "[anon:dalvik-free list large object space", "[anon:dalvik-non moving space",
                          "[anon:dalvik-zygote space")
+_VERSIONED_SO = re.compile(r"\.so(\.[0-9]+)+\Z")
 _KERNEL_NAMES = frozenset(("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[vectors]", "[sigpage]",
                            "[uprobes]", "[kuserhelpers]"))
 
@@ -315,6 +316,8 @@ def category(name: str) -> str:
                         (".art]", ".art mmap")):
         if name.endswith(suffix):
             return cls
+    if _VERSIONED_SO.search(name):        # glibc systems: libc.so.6, libz.so.1.3.1
+        return ".so mmap"
     if ".dex" in name:
         return ".dex mmap"
     if name.startswith("["):

@@ -171,7 +171,7 @@ def test_android_excerpt():
     ("[anon: glibc: pthread user stack: 42]", "Stack"), ("[anon: glibc: fatal]", "Other anon"),
     ("[anon: Go: heap]", "Go Heap"), ("[anon: Go: page summary]", "Go Runtime"),
     ("[anon:thread signal stack]", "Other anon"), ("", "Unnamed anon"), ("[anon_shmem:x]", "Shared anon"),
-    ("/system/lib64/libc.so", ".so mmap"), ("/data/app/x/base.apk", ".apk mmap"),
+    ("/system/lib64/libc.so", ".so mmap"), ("/usr/lib/x86_64-linux-gnu/libz.so.1.3.1", ".so mmap"), ("/data/app/x/base.apk", ".apk mmap"),
     ("/dev/ashmem/CursorWindow (deleted)", "Ashmem"), ("/memfd:jit-cache (deleted)", "Dalvik Other"),
     ("[vdso]", "Kernel"), ("/usr/bin/python3", "Other mmap"),
 ])
