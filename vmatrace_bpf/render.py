@@ -55,15 +55,15 @@ def event_detail(ev: dict, verbose: bool = False) -> str:
         res = "ok" if ev["ret"] == 0 else (ev.get("err") or str(ev["ret"]))
         return f"{rng} {nm} {res}"
     if t == "merge":
-        rng = f"{ev['start']:#x}-{ev['end']:#x}"
+        rng = f"{ev['start']:#x}+{human_size(ev['end'] - ev['start'])}"
+        nm = qname(ev["name"], w)
         if ev["outcome"] in ("prev", "next", "both"):
-            d = f"{rng} {qname(ev['name'], w)} merged {ev['outcome']} -> {ev['res_start']:#x}-{ev['res_end']:#x}"
+            d = f"{rng} {nm} merged {ev['outcome']}: {ev['res_start']:#x}+{human_size(ev['res_end'] - ev['res_start'])}"
         elif ev["outcome"] == "error":
-            d = f"{rng} {qname(ev['name'], w)} merge failed (ENOMEM)"
+            d = f"{rng} {nm} merge failed (ENOMEM)"
         else:
-            d = f"{rng} {qname(ev['name'], w)} not merged: prev {causes(ev['prev_cause'])}, next {causes(ev['next_cause'])}"
-            if ev["prev_cause"] == ["name"] or ev["next_cause"] == ["name"]:
-                d += " [name alone]"
+            # "prev[name]": the VMA before differs by its name and nothing else
+            d = f"{rng} {nm} no: prev[{causes(ev['prev_cause'])}] next[{causes(ev['next_cause'])}]"
         if verbose:
             d += (f" src={ev['source']} prev={ev['prev_start']:#x}-{ev['prev_end']:#x} {qname(ev['prev_name'])}"
                   f" next={ev['next_start']:#x}-{ev['next_end']:#x} {qname(ev['next_name'])}"
@@ -71,9 +71,9 @@ def event_detail(ev: dict, verbose: bool = False) -> str:
         return d
     if t == "split":
         res = "" if ev["ret"] == 0 else f" failed {ev.get('err') or ev['ret']}"
-        nm = qname(ev["name"], w) if ev["name"] else "unnamed"
-        return (f"{ev['vma_start']:#x}-{ev['vma_end']:#x} at {ev['addr']:#x} {nm}"
-                + (f" refs={ev['refcount']}" if ev["name"] else "") + res)
+        nm = f"{qname(ev['name'], w)} refs={ev['refcount']}" if ev["name"] else "unnamed"
+        return (f"{ev['vma_start']:#x}+{human_size(ev['vma_end'] - ev['vma_start'])} "
+                f"at +{human_size(ev['addr'] - ev['vma_start'])} {nm}{res}")
     if t == "fork":
         return (f"child {ev['child_pid']} vmas={ev['map_count']} named={ev['named_copied']} "
                 f"(+{ev['named_copied']} refs) dup_mmap {ev['latency_ns'] / 1000:.0f}us")

@@ -36,10 +36,15 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 PROT_NONE, PROT_READ, PROT_RW = 0, mmap.PROT_READ, mmap.PROT_READ | mmap.PROT_WRITE
 
 
+_regions = [0]
+
+
 def map_region(pages: int, base: Optional[int] = None, prot: int = PROT_RW) -> int:
-    """mmap PAGES anonymous private pages at BASE (MAP_FIXED_NOREPLACE)."""
+    """mmap PAGES anonymous private pages at BASE (MAP_FIXED_NOREPLACE); by default
+    at an address of this process's own, far from any other mapping."""
     if base is None:
-        base = 0x5A0000000000 + (os.getpid() % 4096) * 0x10000000
+        base = 0x5A0000000000 + (os.getpid() % 4096) * 0x10000000 + _regions[0] * 0x1000000
+        _regions[0] += 1
     addr = _libc.mmap(base, pages * PAGE, prot, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
     if addr in (None, ctypes.c_void_p(-1).value) or addr != base:
         raise OSError(ctypes.get_errno(), f"mmap at {base:#x} failed")
@@ -131,7 +136,12 @@ def scenario_noise(rounds: int = 200) -> Dict:
     return {"base": base, "end": base + 4 * PAGE, "rounds": rounds}
 
 
-SCENARIOS = {"names": scenario_names, "unnamed": scenario_unnamed, "split": scenario_split,
+def scenario_all() -> Dict:
+    """names, split and fork in one process (the demo)."""
+    return {"names": scenario_names(), "split": scenario_split(), "fork": scenario_fork()}
+
+
+SCENARIOS = {"all": scenario_all, "names": scenario_names, "unnamed": scenario_unnamed, "split": scenario_split,
              "fork": scenario_fork, "noise": scenario_noise}
 
 
