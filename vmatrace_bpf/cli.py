@@ -84,14 +84,12 @@ def doctor(as_json, kallsyms, filter_functions, btf, config, release, arch):
     sys.exit(0 if report.can_watch else 1)
 
 
-def _register_optional_commands():
+def _register_commands():
+    # each command lives in its own module; imported here, after `main` exists
+    from .maps_cmd import maps
     from .watch import watch
-    main.add_command(watch)
-    try:
-        from .maps_cmd import maps
-    except ImportError:
-        return
-    main.add_command(maps)
+    for cmd in (watch, maps):
+        main.add_command(cmd)
 
 
-_register_optional_commands()
+_register_commands()
