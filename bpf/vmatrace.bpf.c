@@ -610,6 +610,46 @@ static __always_inline int fork_begin(struct mm_struct *oldmm)
 	return 0;
 }
 
+#ifdef FORKLAT
+/* `vmabpf forklat`: log2 histograms of dup_mmap latency, aggregated here.
+ * FORKLAT_BY: 1 = by log2(map_count), 2 = named/unnamed, 3 = by comm.
+ * FORKLAT_DIV: nanoseconds per reported unit. */
+struct forklat_key {
+	char comm[16];
+	u32 section;
+	u32 slot;
+};
+struct forklat_total {
+	u64 count;
+	u64 sum_ns;
+};
+BPF_HASH(forklat_hist, struct forklat_key, u64, 4096);
+BPF_HASH(forklat_totals, struct forklat_key, struct forklat_total, 1024);
+
+static __always_inline void forklat_account(struct fork_inflight *f)
+{
+	struct forklat_key key = {};
+#if FORKLAT_BY == 1
+	key.section = bpf_log2l(f->map_count);
+#elif FORKLAT_BY == 2
+	key.section = f->named_copied ? 1 : 0;
+#else
+	bpf_get_current_comm(&key.comm, sizeof(key.comm));
+#endif
+	struct forklat_total zero_total = {};
+	struct forklat_total *t = forklat_totals.lookup_or_try_init(&key, &zero_total);
+	if (t) {
+		__sync_fetch_and_add(&t->count, 1);
+		__sync_fetch_and_add(&t->sum_ns, f->latency_ns);
+	}
+	key.slot = bpf_log2l(f->latency_ns / FORKLAT_DIV);
+	u64 zero = 0;
+	u64 *n = forklat_hist.lookup_or_try_init(&key, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+#endif
+
 static __always_inline int fork_end(void)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
@@ -617,6 +657,12 @@ static __always_inline int fork_end(void)
 	if (f && !f->done) {
 		f->latency_ns = bpf_ktime_get_ns() - f->ts;
 		f->done = 1;
+#ifdef FORKLAT
+		forklat_account(f);
+#endif
+#ifdef FORK_NO_EVENTS
+		fork_state.delete(&tid);
+#endif
 	}
 	return 0;
 }
@@ -649,7 +695,7 @@ int kp_dup_mmap_end(struct pt_regs *ctx)
 }
 #endif
 
-#if defined(FORK_DUP_MMAP) || defined(FORK_UPROBE_WINDOW)
+#if (defined(FORK_DUP_MMAP) || defined(FORK_UPROBE_WINDOW)) && !defined(FORK_NO_EVENTS)
 /* sched_process_fork: the child exists now; send the fork event. */
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {

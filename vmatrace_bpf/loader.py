@@ -126,12 +126,14 @@ class Tracer:
 
     def __init__(self, plan: Plan, kinfo: KernelInfo, on_event: Callable[[events.Event], None],
                  pids: Iterable[int] = (), tid: Optional[int] = None, children: bool = False,
-                 filter_pids: Optional[bool] = None, ringbuf: Optional[bool] = None):
+                 filter_pids: Optional[bool] = None, ringbuf: Optional[bool] = None,
+                 extra_defines: Optional[Dict[str, int]] = None):
         self.plan = plan
         self.kinfo = kinfo
         self.on_event = on_event
         self.pids = list(pids)
         self.defines = build_defines(plan, kinfo, self.pids, tid, children, filter_pids, ringbuf)
+        self.defines.update(extra_defines or {})
         self.ringbuf = "USE_RINGBUF" in self.defines
         self.lost_perf = 0
         self.undecodable = 0
@@ -200,6 +202,10 @@ class Tracer:
             self.bpf.ring_buffer_consume()
         else:
             self.bpf.perf_buffer_poll(0)
+
+    def table(self, name: str):
+        """A BPF map of the loaded program (bcc table object)."""
+        return self.bpf[name]
 
     def lost(self) -> int:
         """Records lost so far: perf buffer overruns plus ring buffer reservation failures."""

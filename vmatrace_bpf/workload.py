@@ -19,6 +19,7 @@ import json
 import mmap
 import os
 import sys
+import time
 from typing import Dict, List, Optional
 
 PR_SET_VMA = 0x53564D41
@@ -127,6 +128,55 @@ def scenario_fork(k: int = 5) -> Dict:
             "maps": maps_in(base, base + 2 * k * PAGE)}
 
 
+def map_count() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
+def make_vmas(n: int, name_len: int = 0, distinct: bool = True, pages: int = 0) -> int:
+    """N one-page anonymous VMAs that cannot merge (protections alternate), optionally named
+    with names of NAME_LEN characters (distinct or all equal), PAGES of them touched (0/1 per VMA:
+    a VMA is one page here, so 1 means every page populated).  Returns the base address."""
+    base = map_region(n, prot=PROT_RW)
+    for i in range(1, n, 2):
+        protect(base + i * PAGE, PAGE, PROT_READ)
+    if name_len:
+        for i in range(n):
+            tag = f"{i:x}" if distinct else "v"
+            name = (tag + "-" * name_len)[:name_len] if name_len > len(tag) else tag[:name_len]
+            rc = set_name(base + i * PAGE, PAGE, name.encode())
+            if rc:
+                raise OSError(-rc, f"naming VMA {i} failed")
+    if pages:
+        for i in range(0, n, 2):
+            touch(base + i * PAGE, 1)
+    return base
+
+
+def fork_once() -> int:
+    """fork(); the child exits at once.  Returns the parent's fork() time in ns."""
+    t0 = time.perf_counter_ns()
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    t1 = time.perf_counter_ns()
+    os.waitpid(child, 0)
+    return t1 - t0
+
+
+def scenario_forks(sizes=(10, 1000, 10000), forks: int = 3) -> Dict:
+    """For each size N: N more VMAs, then FORKS forks; the VMAs are unmapped before the next size."""
+    out = []
+    for n in sizes:
+        base = make_vmas(n)
+        count = map_count()
+        for _ in range(forks):
+            fork_once()
+        _libc.munmap(base, n * PAGE)
+        out.append({"vmas": n, "map_count": count, "forks": forks})
+    return {"runs": out}
+
+
 def scenario_noise(rounds: int = 200) -> Dict:
     """A busy neighbour: names and renames VMAs in a loop (must not show up for another PID)."""
     base = map_region(4)
@@ -141,7 +191,7 @@ def scenario_all() -> Dict:
     return {"names": scenario_names(), "split": scenario_split(), "fork": scenario_fork()}
 
 
-SCENARIOS = {"all": scenario_all, "names": scenario_names, "unnamed": scenario_unnamed, "split": scenario_split,
+SCENARIOS = {"forks": scenario_forks, "all": scenario_all, "names": scenario_names, "unnamed": scenario_unnamed, "split": scenario_split,
              "fork": scenario_fork, "noise": scenario_noise}
 
 
