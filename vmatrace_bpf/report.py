@@ -51,14 +51,18 @@ class ProcessStats:
     forks: List[dict] = field(default_factory=list)
     refcount_increments: int = 0  # name references taken by fork (vm_area_dup of named VMAs)
     exited: bool = False
+    objs_allocated_by_name: Counter = field(default_factory=Counter)  # name -> anon_vma_name objects allocated
+    max_refcount_by_name: Dict[str, int] = field(default_factory=dict)  # name -> highest refcount seen (any event)
 
     # -- feeding -------------------------------------------------------------
     def add(self, ev: dict) -> None:
-        if ev.get("comm"):
-            self.comm = ev["comm"]
-        handler = getattr(self, "_on_" + ev["type"], None)
-        if handler:
-            handler(ev)
+        comm = ev.get("comm")
+        if comm:
+            self.comm = comm
+        # fast path: one dict lookup instead of building "_on_<type>" and getattr (report reads millions)
+        handler = _HANDLERS.get(ev["type"])
+        if handler is not None:
+            handler(self, ev)
 
     def _on_name_set(self, ev: dict) -> None:
         if ev["ret"] == 0:
@@ -91,6 +95,11 @@ class ProcessStats:
         self.splits += 1
         if ev["name"]:
             self.split_refcount_max[ev["name"]] = max(self.split_refcount_max.get(ev["name"], 0), ev["refcount"])
+            self._seen_refcount(ev["name"], ev["refcount"])
+
+    def _seen_refcount(self, name: str, refcount: int) -> None:
+        if refcount > self.max_refcount_by_name.get(name, 0):
+            self.max_refcount_by_name[name] = refcount
 
     def _on_fork(self, ev: dict) -> None:
         self.forks.append({"child_pid": ev["child_pid"], "latency_ns": ev["latency_ns"],
@@ -101,15 +110,27 @@ class ProcessStats:
     def _on_name_alloc(self, ev: dict) -> None:
         self.name_objs_allocated += 1
         self.live_name_objs[ev["ptr"]] = ev["name"]
+        self.objs_allocated_by_name[ev["name"]] += 1
+        self._seen_refcount(ev["name"], ev.get("refcount", 0))
 
     def _on_name_free(self, ev: dict) -> None:
         self.name_objs_freed += 1
         self.live_name_objs.pop(ev["ptr"], None)
+        self._seen_refcount(ev["name"], ev.get("refcount", 0))
 
     def _on_exit(self, ev: dict) -> None:
         self.exited = True
 
     # -- results ---------------------------------------------------------------
+    def sharing(self) -> dict:
+        """Per name: times set, anon_vma_name objects allocated and still live, and the highest
+        refcount seen (after a split, at alloc/free): how much one name object is shared."""
+        live = Counter(self.live_name_objs.values())
+        names = set(self.names_by_value) | set(self.objs_allocated_by_name) | set(self.max_refcount_by_name)
+        return {n: {"set": self.names_by_value.get(n, 0), "objects_allocated": self.objs_allocated_by_name.get(n, 0),
+                    "objects_live": live.get(n, 0), "max_refcount": self.max_refcount_by_name.get(n, 0)}
+                for n in sorted(names)}
+
     def summary(self, top: int = 5) -> dict:
         lat = sorted(f["latency_ns"] for f in self.forks)
         return {
@@ -140,7 +161,11 @@ class ProcessStats:
                                      "max": lat[-1] if lat else None},
                       "named_copied_per_fork": [f["named_copied"] for f in self.forks]},
             "exited": self.exited,
+            "sharing": self.sharing(),
         }
+
+
+_HANDLERS = {name[4:]: fn for name, fn in vars(ProcessStats).items() if name.startswith("_on_")}
 
 
 class Aggregator:
