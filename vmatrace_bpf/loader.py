@@ -138,28 +138,47 @@ class Tracer:
         self.lost_perf = 0
         self.undecodable = 0
         self.bpf = None
-        self.attached: List[str] = []
+        self.attached: List[tuple] = []
 
-    def start(self) -> "Tracer":
+    def load(self) -> "Tracer":
+        """Compile and load the programs (nothing attached yet)."""
         bcc = import_bcc()
         try:
             self.bpf = bcc.BPF(text=program_source(), cflags=cflags(self.defines))
         except Exception as e:
             raise VmabpfError(f"the BPF program failed to compile or load ({e}); run 'vmabpf doctor' "
                               "to check kernel headers and BPF support") from None
-        try:
-            for p in self.plan.probes():
-                if p.kind == "kprobe":
-                    self.bpf.attach_kprobe(event=p.target, fn_name=p.fn)
-                elif p.kind == "kretprobe":
-                    self.bpf.attach_kretprobe(event=p.target, fn_name=p.fn, maxactive=64)
-                # tracepoints: bcc attaches TRACEPOINT_PROBE functions itself
-                self.attached.append(f"{p.kind}:{p.target}")
-        except Exception as e:
-            self.close()
-            raise VmabpfError(f"attaching {p.kind} {p.target} failed: {e}") from None
         for pid in self.pids:
             self.watch_pid(pid)
+        return self
+
+    def attach(self) -> None:
+        """Attach every kprobe of the plan (bcc attaches TRACEPOINT_PROBE functions at load)."""
+        for p in self.plan.probes():
+            if p.kind not in ("kprobe", "kretprobe"):
+                continue
+            try:
+                if p.kind == "kprobe":
+                    self.bpf.attach_kprobe(event=p.target, fn_name=p.fn)
+                else:
+                    self.bpf.attach_kretprobe(event=p.target, fn_name=p.fn, maxactive=64)
+            except Exception as e:
+                self.close()
+                raise VmabpfError(f"attaching {p.kind} {p.target} failed: {e}") from None
+            self.attached.append((p.kind, p.target))
+
+    def detach(self) -> None:
+        """Detach the kprobes (the program stays loaded: attach() again is cheap)."""
+        while self.attached:
+            kind, target = self.attached.pop()
+            if kind == "kprobe":
+                self.bpf.detach_kprobe(event=target)
+            else:
+                self.bpf.detach_kretprobe(event=target)
+
+    def start(self) -> "Tracer":
+        self.load()
+        self.attach()
         table = self.bpf["events"]
         if self.ringbuf:
             table.open_ring_buffer(self._raw)

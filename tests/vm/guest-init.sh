@@ -17,8 +17,9 @@ opts=trans=virtio,version=9p2000.L,msize=512000
 mount -t 9p -o "$opts" vmrun /vmrun
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
-        vmabpf.project=?*) mount -t 9p -o "$opts" project "${arg#vmabpf.project=}" ;;
-        vmabpf.shared=?*) mount -t 9p -o "$opts,ro" shared "${arg#vmabpf.shared=}" ;;
+        # mkdir: the path may be under one of the tmpfs mounted above (e.g. a checkout in /tmp)
+        vmabpf.project=?*) p=${arg#vmabpf.project=}; mkdir -p "$p" 2>/dev/null; mount -t 9p -o "$opts" project "$p" ;;
+        vmabpf.shared=?*) p=${arg#vmabpf.shared=}; mkdir -p "$p" 2>/dev/null; mount -t 9p -o "$opts,ro" shared "$p" ;;
     esac
 done
 hostname vmabpf-guest 2>/dev/null
