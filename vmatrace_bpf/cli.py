@@ -86,10 +86,11 @@ def doctor(as_json, kallsyms, filter_functions, btf, config, release, arch):
 
 def _register_commands():
     # each command lives in its own module; imported here, after `main` exists
+    from .bench import bench
     from .forklat import forklat
     from .maps_cmd import maps
     from .watch import watch
-    for cmd in (watch, forklat, maps):
+    for cmd in (watch, forklat, maps, bench):
         main.add_command(cmd)
 
 

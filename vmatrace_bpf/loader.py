@@ -176,14 +176,18 @@ class Tracer:
             else:
                 self.bpf.detach_kretprobe(event=target)
 
-    def start(self) -> "Tracer":
-        self.load()
-        self.attach()
+    def open_events(self) -> None:
+        """Start receiving events (ring buffer, or perf buffer on kernels before 5.8)."""
         table = self.bpf["events"]
         if self.ringbuf:
             table.open_ring_buffer(self._raw)
         else:
             table.open_perf_buffer(self._raw, page_cnt=256, lost_cb=self._lost)
+
+    def start(self) -> "Tracer":
+        self.load()
+        self.attach()
+        self.open_events()
         return self
 
     def watch_pid(self, pid: int) -> None:

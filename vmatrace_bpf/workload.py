@@ -133,24 +133,48 @@ def map_count() -> int:
         return sum(1 for _ in f)
 
 
+def bench_name(i: int, name_len: int, distinct: bool) -> bytes:
+    """A name of exactly NAME_LEN characters, unique per VMA index I when DISTINCT."""
+    tag = f"{i:x}-" if distinct else "v-"
+    return (tag * (name_len // len(tag) + 1))[:name_len].encode()
+
+
 def make_vmas(n: int, name_len: int = 0, distinct: bool = True, pages: int = 0) -> int:
-    """N one-page anonymous VMAs that cannot merge (protections alternate), optionally named
-    with names of NAME_LEN characters (distinct or all equal), PAGES of them touched (0/1 per VMA:
-    a VMA is one page here, so 1 means every page populated).  Returns the base address."""
-    base = map_region(n, prot=PROT_RW)
-    for i in range(1, n, 2):
-        protect(base + i * PAGE, PAGE, PROT_READ)
-    if name_len:
-        for i in range(n):
-            tag = f"{i:x}" if distinct else "v"
-            name = (tag + "-" * name_len)[:name_len] if name_len > len(tag) else tag[:name_len]
-            rc = set_name(base + i * PAGE, PAGE, name.encode())
-            if rc:
-                raise OSError(-rc, f"naming VMA {i} failed")
+    """N anonymous VMAs of max(1, PAGES) pages that cannot merge (protections alternate), named
+    with names of NAME_LEN characters (distinct or all equal) when NAME_LEN > 0, and with PAGES
+    pages of each populated.  Returns the base address."""
+    size = max(1, pages) * PAGE
+    base = map_region(n * max(1, pages), prot=PROT_RW)
     if pages:
-        for i in range(0, n, 2):
-            touch(base + i * PAGE, 1)
+        ctypes.memset(base, 1, n * size)  # populate while still writable
+    for i in range(1, n, 2):
+        protect(base + i * size, size, PROT_READ)
+    for i in range(n if name_len else 0):
+        rc = set_name(base + i * size, size, bench_name(i, name_len, distinct))
+        if rc:
+            raise OSError(-rc, f"naming VMA {i} failed: {errno.errorcode.get(-rc, rc)}")
     return base
+
+
+def bench_server(argv: List[str]) -> int:
+    """`workload bench-server N NAME_LEN PAGES DISTINCT COMM`: build the VMAs, then for each
+    line "fork K" on stdin fork K times and print the fork() latencies (ns) as JSON."""
+    n, name_len, pages, distinct = int(argv[0]), int(argv[1]), int(argv[2]), argv[3] == "1"
+    if len(argv) > 4:
+        with open("/proc/self/comm", "w") as f:  # so per-comm histograms tell the scenarios apart
+            f.write(argv[4][:15])
+    try:
+        make_vmas(n, name_len, distinct, pages)
+    except OSError as e:
+        print(json.dumps({"error": str(e)}), flush=True)
+        return 1
+    print(json.dumps({"pid": os.getpid(), "map_count": map_count()}), flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[:1] != ["fork"]:
+            break
+        print(json.dumps([fork_once() for _ in range(int(cmd[1]))]), flush=True)
+    return 0
 
 
 def fork_once() -> int:
@@ -196,6 +220,8 @@ SCENARIOS = {"forks": scenario_forks, "all": scenario_all, "names": scenario_nam
 
 
 def main(argv: List[str]) -> int:
+    if argv[:1] == ["bench-server"]:
+        return bench_server(argv[1:])
     args = [a for a in argv if not a.startswith("--")]
     if not args or args[0] not in SCENARIOS:
         print(f"usage: python3 -m vmatrace_bpf.workload {{{'|'.join(SCENARIOS)}}} [--wait]", file=sys.stderr)
