@@ -734,22 +734,32 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 }
 #endif
 
-#ifdef VMA_DUP_PROBE
 /* vm_area_dup() returns the copy; a named copy took one name reference.
  * Hot in fork (once per VMA): count only, in the thread's fork slot. */
-int kr_vm_area_dup(struct pt_regs *ctx)
+static __always_inline int vma_dup_count(struct vm_area_struct *vma)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct fork_inflight *f = fork_state.lookup(&tid);
-	if (!f || f->done)
-		return 0;
-	struct vm_area_struct *vma = (struct vm_area_struct *)PT_REGS_RC(ctx);
-	if (!vma)
+	if (!f || f->done || !vma)
 		return 0;
 	f->vmas_copied++;
 	if (vma_anon_name(vma))
 		f->named_copied++;
 	return 0;
+}
+
+#ifdef VMA_DUP_PROBE
+int kr_vm_area_dup(struct pt_regs *ctx)
+{
+	return vma_dup_count((struct vm_area_struct *)PT_REGS_RC(ctx));
+}
+#endif
+
+#ifdef VMA_DUP_KRETFUNC
+/* fexit: a BPF trampoline instead of a kretprobe's int3 + return hijack */
+KRETFUNC_PROBE(vm_area_dup, struct vm_area_struct *orig, struct vm_area_struct *ret)
+{
+	return vma_dup_count(ret);
 }
 #endif
 

@@ -254,7 +254,7 @@ def _bench_fork(vmas, name_len, pages, forks, trace, same_name, as_json):
                           f"{_errno.errorcode.get(err, err)}): the named scenario needs CONFIG_ANON_VMA_NAME")
 
     def progress(done, total):
-        if not as_json:
+        if not as_json and sys.stderr.isatty():
             click.echo(f"\rround {done}/{total}", nl=done == total, err=True)
 
     result = run_bench(vmas, name_len, pages, forks, modes, not same_name, progress=progress)

@@ -187,6 +187,13 @@ class KernelInfo:
                 return name
         return None
 
+    @property
+    def kfunc_capable(self) -> bool:
+        """fentry/fexit usable through bcc: what bcc's BPF.support_kfunc() checks (x86_64 only,
+        kernel BTF, BPF trampolines), from this kernel's files."""
+        return (self.arch == "x86_64" and self.btf is not None
+                and "bpf_trampoline_link_prog" in self.symbols)
+
     def has_btf_func(self, name: str) -> bool:
         return bool(self.btf and self.btf.has_func(name))
 

@@ -150,31 +150,48 @@ class Tracer:
                               "to check kernel headers and BPF support") from None
         for pid in self.pids:
             self.watch_pid(pid)
+        # bcc attaches TRACEPOINT_PROBE and KRETFUNC_PROBE programs while loading;
+        # take them off so that attach()/detach() control every probe alike
+        self._auto = [("tracepoint", tp.decode(), "tracepoint__" + tp.decode().replace(":", "__"))
+                      for tp in list(self.bpf.tracepoint_fds)]
+        self._auto += [("kretfunc", fn.decode(), fn.decode()) for fn in list(self.bpf.kfunc_exit_fds)]
+        for kind, target, fn in self._auto:
+            self._detach_one(kind, target, fn)
         return self
 
     def attach(self) -> None:
-        """Attach every kprobe of the plan (bcc attaches TRACEPOINT_PROBE functions at load)."""
-        for p in self.plan.probes():
-            if p.kind not in ("kprobe", "kretprobe"):
-                continue
+        """Attach every probe of the plan."""
+        todo = [(p.kind, p.target, p.fn) for p in self.plan.probes() if p.kind in ("kprobe", "kretprobe")]
+        todo += self._auto
+        for kind, target, fn in todo:
             try:
-                if p.kind == "kprobe":
-                    self.bpf.attach_kprobe(event=p.target, fn_name=p.fn)
+                if kind == "kprobe":
+                    self.bpf.attach_kprobe(event=target, fn_name=fn)
+                elif kind == "kretprobe":
+                    self.bpf.attach_kretprobe(event=target, fn_name=fn, maxactive=64)
+                elif kind == "tracepoint":
+                    self.bpf.attach_tracepoint(tp=target, fn_name=fn)
                 else:
-                    self.bpf.attach_kretprobe(event=p.target, fn_name=p.fn, maxactive=64)
+                    self.bpf.attach_kretfunc(fn_name=fn)
             except Exception as e:
                 self.close()
-                raise VmabpfError(f"attaching {p.kind} {p.target} failed: {e}") from None
-            self.attached.append((p.kind, p.target))
+                raise VmabpfError(f"attaching {kind} {target} failed: {e}") from None
+            self.attached.append((kind, target, fn))
+
+    def _detach_one(self, kind: str, target: str, fn: str) -> None:
+        if kind == "kprobe":
+            self.bpf.detach_kprobe(event=target)
+        elif kind == "kretprobe":
+            self.bpf.detach_kretprobe(event=target)
+        elif kind == "tracepoint":
+            self.bpf.detach_tracepoint(tp=target)
+        else:
+            self.bpf.detach_kretfunc(fn_name=fn)
 
     def detach(self) -> None:
-        """Detach the kprobes (the program stays loaded: attach() again is cheap)."""
+        """Detach every probe (the program stays loaded: attach() again is cheap)."""
         while self.attached:
-            kind, target = self.attached.pop()
-            if kind == "kprobe":
-                self.bpf.detach_kprobe(event=target)
-            else:
-                self.bpf.detach_kretprobe(event=target)
+            self._detach_one(*self.attached.pop())
 
     def open_events(self) -> None:
         """Start receiving events (ring buffer, or perf buffer on kernels before 5.8)."""

@@ -130,6 +130,10 @@ CAPABILITIES: Tuple[Capability, ...] = (
     Capability(
         "vma_dup", "vm_area_dup(): name refcount increments in fork and split",
         (
+            Variant("vm_area_dup-fexit", "VMA_DUP_KRETFUNC",
+                    (Probe("kretfunc", ("vm_area_dup",), "kretfunc__vmlinux__vm_area_dup"),),
+                    "fexit (BPF trampoline, x86_64 with BTF): far cheaper than a kretprobe on a function "
+                    "called once per VMA in fork"),
             Variant("vm_area_dup", "VMA_DUP_PROBE", (Probe("kretprobe", ("vm_area_dup",), "kr_vm_area_dup"),),
                     "vm_area_dup() copies the anon_name pointer and takes a reference (5.17+)"),
         ),
@@ -218,6 +222,14 @@ class Plan:
 
 def _resolve_probe(kinfo: KernelInfo, probe: Probe) -> Tuple[Optional[str], str]:
     """(target, "") when the probe can attach here, else (None, why)."""
+    if probe.kind in ("kfunc", "kretfunc"):
+        if not kinfo.kfunc_capable:
+            return None, ("no fentry/fexit here (needs x86_64, BTF and BPF trampolines; bcc's "
+                          "support_kfunc() is x86_64-only)")
+        for cand in probe.candidates:
+            if kinfo.has_btf_func(cand) and kinfo.traceable(cand):
+                return cand, ""
+        return None, f"BTF has no traceable function {' / '.join(probe.candidates)}"
     if probe.kind == "tracepoint":
         for cand in probe.candidates:
             cat, event = cand.split(":", 1)

@@ -101,7 +101,7 @@ def fallback_collector(kinfo, collector):
     bcc names its kprobe events by function and PID, so two tracers in one process
     cannot share a function: the default one is detached first."""
     collector.close()
-    force = {"prctl": "syscall-kprobe", "fork": "uprobe_dup_mmap-window"}
+    force = {"prctl": "syscall-kprobe", "fork": "uprobe_dup_mmap-window", "vma_dup": "vm_area_dup"}
     c = Collector(kinfo, force=force)
     yield c
     c.close()

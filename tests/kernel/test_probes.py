@@ -155,6 +155,7 @@ def test_fallbacks_prctl_kprobe_and_fork_window(fallback_collector):
     plan = fallback_collector.plan
     assert plan.choices["prctl"].variant.name == "syscall-kprobe"
     assert plan.choices["fork"].variant.name == "uprobe_dup_mmap-window"
+    assert plan.choices["vma_dup"].variant.name == "vm_area_dup"  # kretprobe, not fexit
     res, evs, _ = fallback_collector.run("names")
     assert [(e["name"], e["ret"]) for e in of(evs, "name_set")] == [
         ("a", 0), ("a", 0), ("b", 0), ("bad$name", -errno.EINVAL), ("x" * 79, -errno.EINVAL),
