@@ -1,12 +1,8 @@
 """`vmabpf forklat`: in-kernel log2 histograms of dup_mmap latency, one section per VMA-count bucket."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from guestutil import finish, go, start_vmabpf, start_workload
 
 
 def log2_bucket(v):
@@ -15,19 +11,10 @@ def log2_bucket(v):
 
 
 def run_forklat(*args):
-    wl = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", "forks", "--wait"], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True, cwd=REPO)
-    pid = json.loads(wl.stdout.readline())["pid"]
-    fl = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf", "forklat", "-p", str(pid), *args],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    banner = fl.stderr.readline()
-    assert "Hit Ctrl-C to end." in banner, banner + fl.stderr.read()
-    wl.stdin.write("\n")
-    wl.stdin.flush()
-    res = json.loads(wl.stdout.readline())
-    wl.stdin.write("\n")
-    wl.stdin.close()
-    wl.wait(timeout=120)
+    wl, pid = start_workload("forks")
+    fl = start_vmabpf("forklat", "-p", str(pid), *args)
+    res = go(wl)
+    finish(wl)
     out, err = fl.communicate(timeout=120)  # ends when the process exits
     assert fl.returncode == 0, err
     return res, out

@@ -4,15 +4,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-
-import pytest
 
 from vmatrace_bpf.report import Aggregator
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VMABPF = [sys.executable, "-m", "vmatrace_bpf"]
+from guestutil import REPO, VMABPF, finish, go, start_vmabpf, start_workload
 
 
 def kprobe_events():
@@ -20,28 +16,12 @@ def kprobe_events():
         return f.read()
 
 
-def start_workload(scenario):
-    p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", scenario, "--wait"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    return p, json.loads(p.stdout.readline())["pid"]
-
-
-def start_watch(*args):
-    w = subprocess.Popen(VMABPF + ["watch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         cwd=REPO)
-    banner = w.stderr.readline()
-    assert "Hit Ctrl-C to end." in banner, banner + w.stderr.read()
-    return w
-
-
 def test_watch_json_then_ctrl_c(tmp_path):
     before = kprobe_events()
     wl, pid = start_workload("names")
-    w = start_watch("-p", str(pid), "-j")
+    w = start_vmabpf("watch", "-p", str(pid), "-j")
     assert kprobe_events() != before  # attached
-    wl.stdin.write("\n")
-    wl.stdin.flush()
-    res = json.loads(wl.stdout.readline())
+    res = go(wl)
     time.sleep(2)  # let the 100 ms poll loop deliver
     w.send_signal(signal.SIGINT)
     out, err = w.communicate(timeout=60)
@@ -67,20 +47,14 @@ def test_watch_json_then_ctrl_c(tmp_path):
     assert summary[0]["lost_events"] == 0
     # Ctrl-C detached everything
     assert kprobe_events() == before
-    wl.stdin.write("\n")
-    wl.stdin.close()
-    wl.wait(timeout=30)
+    finish(wl)
 
 
 def test_watch_ends_when_process_exits():
     wl, pid = start_workload("fork")
-    w = start_watch("-p", str(pid))
-    wl.stdin.write("\n")
-    wl.stdin.flush()
-    res = json.loads(wl.stdout.readline())
-    wl.stdin.write("\n")
-    wl.stdin.close()
-    wl.wait(timeout=30)
+    w = start_vmabpf("watch", "-p", str(pid))
+    res = go(wl)
+    finish(wl)
     out, err = w.communicate(timeout=60)
     assert w.returncode == 0, err
     assert f"PID {pid} exited" in err
