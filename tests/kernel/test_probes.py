@@ -156,6 +156,7 @@ def test_fallbacks_prctl_kprobe_and_fork_window(fallback_collector):
     assert plan.choices["prctl"].variant.name == "syscall-kprobe"
     assert plan.choices["fork"].variant.name == "uprobe_dup_mmap-window"
     assert plan.choices["vma_dup"].variant.name == "vm_area_dup"  # kretprobe, not fexit
+    assert not fallback_collector.tracer.ringbuf
     res, evs, _ = fallback_collector.run("names")
     assert [(e["name"], e["ret"]) for e in of(evs, "name_set")] == [
         ("a", 0), ("a", 0), ("b", 0), ("bad$name", -errno.EINVAL), ("x" * 79, -errno.EINVAL),
@@ -165,3 +166,4 @@ def test_fallbacks_prctl_kprobe_and_fork_window(fallback_collector):
     assert len(forks) == 1 and forks[0]["probe"] == "uprobe_dup_mmap_window"
     assert forks[0]["named_copied"] == 5 and forks[0]["latency_ns"] > 0
     assert forks[0]["child_pid"] == res["child"]
+    assert fallback_collector.tracer.lost() == 0
