@@ -122,8 +122,10 @@ def scenario_fork(k: int = 5) -> Dict:
     sys.stdout.flush()
     child = os.fork()
     if child == 0:
-        os._exit(0)
+        # the child renames its copy of k0 (seen only when children are followed)
+        os._exit(0 if set_name(base, PAGE, b"child") == 0 else 1)
     _, status = os.waitpid(child, 0)
+    rcs["child"] = os.waitstatus_to_exitcode(status)
     return {"base": base, "end": base + 2 * k * PAGE, "k": k, "child": child, "results": rcs,
             "maps": maps_in(base, base + 2 * k * PAGE)}
 

@@ -50,9 +50,9 @@ def test_watch_json_then_ctrl_c(tmp_path):
     finish(wl)
 
 
-def test_watch_ends_when_process_exits():
+def test_watch_children_and_process_exit():
     wl, pid = start_workload("fork")
-    w = start_vmabpf("watch", "-p", str(pid))
+    w = start_vmabpf("watch", "-p", str(pid), "--children")
     res = go(wl)
     finish(wl)
     out, err = w.communicate(timeout=60)
@@ -63,6 +63,9 @@ def test_watch_ends_when_process_exits():
     forks = [ln for ln in lines if " FORK " in ln]
     assert len(forks) == 1 and f"child {res['child']}" in forks[0] and "named=5" in forks[0]
     assert any(" EXIT " in ln for ln in lines)
+    # --children: the child's own prctl is traced under its PID
+    child_names = [ln for ln in lines if ln.startswith(str(res["child"])) and " NAME " in ln]
+    assert len(child_names) == 1 and "'child' ok" in child_names[0]
     assert all(len(ln) <= 80 for ln in lines if " FORK " in ln or " MERGE " in ln or " NAME " in ln)
     assert "lost events: 0" in out
 
