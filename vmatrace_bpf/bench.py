@@ -99,6 +99,57 @@ def make_tracers(modes, kinfo, pids):
     return tracers
 
 
+class BpfStats:
+    """Per-program run counts and run time (kernel.bpf_stats_enabled, read with bpftool): where the
+    tracer's time goes.  The probe mechanism itself (int3 trap or trampoline) is not in run_time_ns."""
+
+    PATH = "/proc/sys/kernel/bpf_stats_enabled"
+
+    def __init__(self):
+        self.old = None
+
+    def __enter__(self):
+        try:
+            with open(self.PATH) as f:
+                self.old = f.read().strip()
+            with open(self.PATH, "w") as f:
+                f.write("1")
+        except OSError:
+            self.old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            try:
+                with open(self.PATH, "w") as f:
+                    f.write(self.old)
+            except OSError:
+                pass
+
+    @staticmethod
+    def read(fn_names) -> Dict[str, dict]:
+        """{fn: {"run_cnt", "run_time_ns", "avg_ns"}} for the loaded programs named FN_NAMES."""
+        import shutil
+        if not shutil.which("bpftool"):
+            return {}
+        try:
+            out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, timeout=60)
+            progs = json.loads(out.stdout or "[]")
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return {}
+        wanted = {fn[:15]: fn for fn in fn_names}  # the kernel keeps 15 characters of a program name
+        stats: Dict[str, dict] = {}
+        for p in progs:
+            fn = wanted.get(p.get("name", ""))
+            if fn and "run_cnt" in p:
+                st = stats.setdefault(fn, {"run_cnt": 0, "run_time_ns": 0})
+                st["run_cnt"] += p["run_cnt"]
+                st["run_time_ns"] += p["run_time_ns"]
+        for st in stats.values():
+            st["avg_ns"] = st["run_time_ns"] / st["run_cnt"] if st["run_cnt"] else None
+        return stats
+
+
 def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str], distinct: bool,
               rounds: int = 5, progress=None) -> dict:
     traced = [m for m in modes if m != "off"]
@@ -147,6 +198,10 @@ def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str]
             result["modes"]["latency"]["dup_mmap_mean_ms"] = {
                 s: (by_comm[scen[s].comm][1] / by_comm[scen[s].comm][0] / 1e6) if scen[s].comm in by_comm else None
                 for s in SCENARIOS}
+        if tracers:
+            fns = {p.fn for t in tracers.values() for p in t.plan.probes()}
+            fns |= {"tracepoint__sched__sched_process_fork"}
+            result["bpf_profile"] = BpfStats.read(sorted(fns))
         if "full" in tracers:
             t = tracers["full"]
             t.drain()
@@ -202,6 +257,12 @@ def render(result: dict) -> str:
                 for mode, row in result["modes"].items()]
         lines.append("tracer overhead, fork() median with probes / without (same run, interleaved):")
         lines.append(tabulate(rows, headers=["trace", "unnamed", "named"], tablefmt="simple"))
+    prof = result.get("bpf_profile")
+    if prof:
+        lines.append("\nBPF programs (kernel.bpf_stats_enabled; the probe mechanism itself is not included):")
+        lines.append(tabulate([[fn, st["run_cnt"], fmt(st["avg_ns"], ".0f"), fmt(st["run_time_ns"] / 1e6, ".1f")]
+                               for fn, st in sorted(prof.items())],
+                              headers=["program", "runs", "avg ns", "total ms"], tablefmt="simple"))
     full = result["modes"].get("full")
     if full and full.get("dup_mmap"):
         refs = full["dup_mmap"]["named"]["named_refs_per_fork"]
@@ -257,7 +318,8 @@ def _bench_fork(vmas, name_len, pages, forks, trace, same_name, as_json):
         if not as_json and sys.stderr.isatty():
             click.echo(f"\rround {done}/{total}", nl=done == total, err=True)
 
-    result = run_bench(vmas, name_len, pages, forks, modes, not same_name, progress=progress)
+    with BpfStats():
+        result = run_bench(vmas, name_len, pages, forks, modes, not same_name, progress=progress)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
