@@ -12,7 +12,6 @@ round by round with untraced forks so that the ratios are measured side by side.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from statistics import median

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from typing import NoReturn
 
 import click
 
@@ -14,7 +15,7 @@ from . import __version__
 from .errors import VmabpfError
 
 
-def fail(message: str, code: int = 1) -> "NoReturn":  # type: ignore[name-defined]
+def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"vmabpf: {message}", err=True)
     sys.exit(code)
 
@@ -89,8 +90,10 @@ def _register_commands():
     from .bench import bench
     from .forklat import forklat
     from .maps_cmd import maps
+    from .record import record
+    from .report_cmd import report
     from .watch import watch
-    for cmd in (watch, forklat, maps, bench):
+    for cmd in (watch, forklat, maps, bench, record, report):
         main.add_command(cmd)
 
 
