@@ -248,20 +248,22 @@ def render(result: dict) -> str:
             d = row["dup_mmap"]
             rows.append(["  dup_mmap (BPF), median", fmt(d["unnamed"]["median_ms"]), fmt(d["named"]["median_ms"]),
                          fmt(regression(d["unnamed"]["median_ms"], d["named"]["median_ms"]), "+.1f", "%")])
-    lines.append(tabulate(rows, headers=["scenario", "unnamed ms", "named ms", "regression"], tablefmt="simple"))
+    lines.append(tabulate(rows, headers=["scenario", "unnamed ms", "named ms", "regression"], tablefmt="simple",
+                          disable_numparse=True))
     if len(result["modes"]) > 1:
         lines.append("")
         rows = [[mode, fmt(row["unnamed"].get("ratio_vs_off", 1.0 if mode == "off" else None), ".3f"),
                  fmt(row["named"].get("ratio_vs_off", 1.0 if mode == "off" else None), ".3f")]
                 for mode, row in result["modes"].items()]
         lines.append("tracer overhead, fork() median with probes / without (same run, interleaved):")
-        lines.append(tabulate(rows, headers=["trace", "unnamed", "named"], tablefmt="simple"))
+        lines.append(tabulate(rows, headers=["trace", "unnamed", "named"], tablefmt="simple",
+                              disable_numparse=True))
     prof = result.get("bpf_profile")
     if prof:
         lines.append("\nBPF programs (kernel.bpf_stats_enabled; the probe mechanism itself is not included):")
         lines.append(tabulate([[fn, st["run_cnt"], fmt(st["avg_ns"], ".0f"), fmt(st["run_time_ns"] / 1e6, ".1f")]
                                for fn, st in sorted(prof.items())],
-                              headers=["program", "runs", "avg ns", "total ms"], tablefmt="simple"))
+                              headers=["program", "runs", "avg ns", "total ms"], tablefmt="simple", disable_numparse=True))
     full = result["modes"].get("full")
     if full and full.get("dup_mmap"):
         refs = full["dup_mmap"]["named"]["named_refs_per_fork"]
