@@ -19,7 +19,7 @@ def kprobe_events():
 def test_watch_json_then_ctrl_c(tmp_path):
     before = kprobe_events()
     wl, pid = start_workload("names")
-    w = start_vmabpf("watch", "-p", str(pid), "-j")
+    w = start_vmabpf("watch", "-p", str(pid), "-j", "1")  # and a summary every second
     assert kprobe_events() != before  # attached
     res = go(wl)
     time.sleep(2)  # let the 100 ms poll loop deliver
@@ -29,8 +29,9 @@ def test_watch_json_then_ctrl_c(tmp_path):
     assert "Traceback" not in err
     lines = [json.loads(line) for line in out.splitlines()]  # every line is real JSON
     events = [e for e in lines if e["type"] != "summary"]
-    summary = [e for e in lines if e["type"] == "summary"]
-    assert len(summary) == 1 and summary[0]["final"]
+    summary = [e for e in lines if e["type"] == "summary" and e["final"]]
+    assert len(summary) == 1 and summary[0] is lines[-1]
+    assert [e for e in lines if e["type"] == "summary" and not e["final"]]  # the interval summaries
     assert {e["pid"] for e in events} == {pid}
     sets = [(e["name"], e["err"]) for e in events if e["type"] == "name_set"]
     assert sets == [("a", None), ("a", None), ("b", None), ("bad$name", "EINVAL"), ("x" * 79, "EINVAL"),
