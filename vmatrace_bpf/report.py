@@ -178,7 +178,8 @@ class Aggregator:
 
     def add(self, ev: dict) -> None:
         self.events += 1
-        if ev["type"] == "lost":
+        t = ev["type"]
+        if t == "lost":
             self.lost += int(ev.get("count", 0))
             return
         pid = ev.get("pid")
@@ -187,7 +188,13 @@ class Aggregator:
         st = self.procs.get(pid)
         if st is None:
             st = self.procs[pid] = ProcessStats(pid)
-        st.add(ev)
+        # ProcessStats.add inlined (report feeds millions of events through here)
+        comm = ev.get("comm")
+        if comm:
+            st.comm = comm
+        handler = _HANDLERS.get(t)
+        if handler is not None:
+            handler(st, ev)
 
     def add_all(self, evs: Iterable[dict]) -> "Aggregator":
         for ev in evs:

@@ -1,0 +1,530 @@
+"""`vmabpf report`: the per-process report of recordings (`vmabpf record`) or `watch -j` output.
+
+Events go through ``report.Aggregator``, the aggregation `watch` uses, so a
+recording gives the same numbers offline as `watch` gave live.  The reader is
+strict about what it feeds the aggregation (every field it uses has the right
+JSON type) and lenient about the file: a malformed line is skipped with a
+warning naming it, a truncated last line (recording cut by power loss) is
+skipped with one warning; only a file that is not a recording at all is an
+error.  It raises nothing but VmabpfError subclasses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Callable, Dict, Iterator, List, Optional
+
+import click
+
+from .errors import VmabpfError
+from .record import FORMAT, VERSION
+
+MAX_WARNINGS = 10  # per file; the rest are counted
+
+
+class RecordReadError(VmabpfError):
+    """A file that cannot be read as a recording."""
+
+
+class NotARecordError(RecordReadError):
+    """Not a vmabpf recording (nor watch -j output) at all."""
+
+
+# -- validation: exactly the fields (and JSON types) the aggregation and the exports use ----------------------
+
+def _str_list(v) -> bool:
+    if type(v) is not list:
+        return False
+    for w in v:
+        if type(w) is not str:
+            return False
+    return True
+
+
+# Each validator checks the fields every event has (pid, comm, tid, ts: written out in each, one call per
+# event) and its own: report validates a million events a second.
+def _v_name_set(ev: dict) -> bool:
+    g = ev.get
+    ts = g("ts", 0)
+    err = g("err")
+    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
+            and 0 <= ts < _U64
+            and type(g("ret")) is int and type(g("name")) is str and (err is None or type(err) is str))
+
+
+def _v_merge(ev: dict) -> bool:
+    g = ev.get
+    ts = g("ts", 0)
+    pc = g("prev_cause")
+    nc = g("next_cause")
+    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
+            and 0 <= ts < _U64
+            and type(g("outcome")) is str and type(g("source")) is str and type(g("name")) is str
+            and type(pc) is list and type(nc) is list and (not pc or _str_list(pc)) and (not nc or _str_list(nc))
+            and type(g("prev_name", "")) is str and type(g("next_name", "")) is str)
+
+
+def _v_split(ev: dict) -> bool:
+    g = ev.get
+    ts = g("ts", 0)
+    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
+            and 0 <= ts < _U64
+            and type(g("ret")) is int and type(g("name")) is str and type(g("refcount")) is int)
+
+
+def _v_fork(ev: dict) -> bool:
+    g = ev.get
+    ts = g("ts", 0)
+    lat = g("latency_ns")
+    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
+            and 0 <= ts < _U64
+            and type(g("child_pid")) is int and type(lat) is int and 0 <= lat < _U64 and type(g("map_count")) is int
+            and type(g("vmas_copied")) is int and type(g("named_copied")) is int)
+
+
+def _v_name_obj(ev: dict) -> bool:
+    g = ev.get
+    ts = g("ts", 0)
+    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
+            and 0 <= ts < _U64
+            and type(g("ptr")) is int and type(g("name")) is str and type(g("refcount", 0)) is int)
+
+
+def _v_exit(ev: dict) -> bool:
+    g = ev.get
+    ts = g("ts", 0)
+    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
+            and 0 <= ts < _U64)
+
+
+def _v_lost(ev: dict) -> bool:
+    c = ev.get("count")
+    ts = ev.get("ts", 0)
+    return type(c) is int and 0 <= c < _U64 and type(ts) is int and 0 <= ts < _U64
+
+
+VALIDATORS: Dict[str, Callable[[dict], bool]] = {
+    "name_set": _v_name_set, "merge": _v_merge, "split": _v_split, "fork": _v_fork, "name_alloc": _v_name_obj,
+    "name_free": _v_name_obj, "exit": _v_exit, "lost": _v_lost}
+_U64 = 1 << 64
+
+
+def valid_event(ev: dict) -> bool:
+    """Is EV (a dict with a known event type) safe to aggregate and export?"""
+    t = ev.get("type")
+    v = VALIDATORS.get(t) if type(t) is str else None
+    return v is not None and v(ev)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+# NaN/Infinity are not JSON (Python's json accepts them); a recording never holds them
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_SCAN = _DECODER.scan_once
+try:  # optional (pip install 'vmatrace-bpf[fast]'): 3x faster; also refuses NaN/Infinity, bad UTF-8, deep nesting
+    import orjson as _orjson
+    _FAST_LOADS = _orjson.loads
+    JSON_DECODER = "orjson"
+except ImportError:  # the standard library, one JSON array per batch of lines
+    _FAST_LOADS = None
+    JSON_DECODER = "json"
+_OBJ_COMMA = re.compile(rb"\}\s*,")
+_BATCH_BYTES = 32768  # lines per batch: ~100 events
+
+
+# -- reading ------------------------------------------------------------------------------------------------
+
+class RecordFile:
+    """One file's recordings: headers, footers, and the count of what was skipped.
+
+    ``events()`` yields the valid events in file order."""
+
+    def __init__(self, path: str, warn: Callable[[str], None] = None, max_warnings: int = MAX_WARNINGS):
+        self.path = path
+        self.name = "stdin" if path == "-" else path
+        self._warn = warn or (lambda msg: click.echo(f"vmabpf: warning: {msg}", err=True))
+        self.max_warnings = max_warnings
+        self.headers: List[dict] = []
+        self.footers: List[dict] = []
+        self.events_read = 0
+        self.malformed = 0
+        self.unknown = 0
+        self.truncated = False
+        self.warnings = 0
+
+    def warn(self, msg: str) -> None:
+        self.warnings += 1
+        if self.warnings <= self.max_warnings:
+            self._warn(msg)
+
+    def _open(self):
+        if self.path == "-":
+            return sys.stdin.buffer
+        try:
+            return open(self.path, "rb")
+        except IsADirectoryError:
+            raise RecordReadError(f"{self.path} is a directory, not a recording") from None
+        except OSError as e:
+            raise RecordReadError(f"cannot read {self.path}: {e.strerror or e}") from None
+
+    def _not_record(self, lineno: int, raw: bytes, why: str) -> NotARecordError:
+        if b"\0" in raw[:4096]:
+            why = "binary data"
+        return NotARecordError(f"{self.name} is not a vmabpf recording (line {lineno}: {why}); "
+                               "record one with 'vmabpf record -o FILE' or 'vmabpf watch -j'")
+
+    def events(self) -> Iterator[dict]:
+        """The valid events of the file, in order; warnings for what is skipped."""
+        buf: List[dict] = []
+        for _ in self._read(buf.append):
+            yield from buf
+            buf.clear()
+
+    def feed(self, sink: Callable[[dict], None]) -> None:
+        """SINK(event) for each valid event of the file, in order (faster than events())."""
+        for _ in self._read(sink):
+            pass
+
+    def _read(self, sink: Callable[[dict], None]) -> Iterator[None]:
+        f = self._open()
+        self.known = False  # a line so far showed this is a recording (or watch -j output)
+        self.lineno = 0
+        try:
+            while True:
+                lines = f.readlines(_BATCH_BYTES)
+                if not lines:
+                    break
+                self._batch(lines, sink)
+                yield None
+        except OSError as e:
+            raise RecordReadError(f"reading {self.name} failed: {e.strerror or e}") from None
+        finally:
+            if f is not sys.stdin.buffer:
+                f.close()
+        if not self.known:
+            raise NotARecordError(f"{self.name} is empty, not a vmabpf recording")
+        if self.warnings > self.max_warnings:
+            self._warn(f"{self.name}: {self.warnings - self.max_warnings} more lines skipped")
+        if self.headers and not self.footers and not self.truncated:
+            self._warn(f"{self.name}: no footer: the recording did not end cleanly (killed?)")
+        elif len(self.headers) == 1 and len(self.footers) == 1:
+            said = self.footers[0].get("events")
+            if type(said) is int and said != self.events_read:
+                self._warn(f"{self.name}: the footer counts {said} events, {self.events_read} were read")
+
+    def _decode(self, lines: List[bytes]) -> list:
+        """The JSON value of each line (None where it is not JSON)."""
+        loads = _FAST_LOADS
+        if loads is not None:
+            objs = []
+            for raw in lines:
+                try:
+                    objs.append(loads(raw))
+                except ValueError:  # orjson.JSONDecodeError
+                    objs.append(None)
+            return objs
+        if self.known:
+            # Decode the batch as one JSON array when that is provably the same as line by line (about
+            # twice as fast: one call, and the decoder's key cache spans the batch).  No line may hold a
+            # top-level comma: then each element starts at a line start, and a count that matches proves it.
+            for raw in lines:
+                if not (raw.startswith(b'{"type":"') and raw.endswith(b"}\n")):
+                    break
+            else:
+                block = b"".join(lines)
+                if not _OBJ_COMMA.search(block):
+                    try:
+                        text = block.decode("utf-8")
+                        objs = _SCAN("[" + text[:-1].replace("\n", ",") + "]", 0)[0]
+                    except (ValueError, RecursionError, StopIteration):
+                        objs = None
+                    if objs is not None and len(objs) == len(lines):
+                        return objs
+        objs = []
+        for raw in lines:
+            try:
+                objs.append(_DECODER.decode(raw.decode("utf-8")))
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; Recursion: [[[[...
+                objs.append(None)
+        return objs
+
+    def _batch(self, lines: List[bytes], sink: Callable[[dict], None]) -> None:
+        first = self.lineno + 1
+        self.lineno += len(lines)
+        validators = VALIDATORS
+        n = 0
+        for i, ev in enumerate(self._decode(lines)):
+            t = ev.get("type") if type(ev) is dict else None
+            v = validators.get(t) if type(t) is str else None
+            if v is not None:
+                if v(ev):
+                    n += 1
+                    sink(ev)
+                    continue
+            elif t == "header" and ev.get("format") == FORMAT:
+                self.known = True
+                self._header(ev, first + i)
+                continue
+            elif t == "footer" and (self.known or n):
+                self.footers.append(ev)
+                continue
+            elif t == "summary" and type(ev.get("processes")) is list:
+                self.known = True  # watch -j's summaries: recomputed here from the events
+                continue
+            elif ev is None and not lines[i].strip():
+                continue  # blank line
+            if n:
+                self.known = True
+                self.events_read += n
+                n = 0
+            self._bad_line(lines[i], first + i, ev, t)
+        if n:
+            self.known = True
+            self.events_read += n
+
+    def _bad_line(self, raw: bytes, lineno: int, ev, t) -> None:
+        """A line that is not a usable record: fatal before the file showed it is a recording."""
+        if not self.known:
+            if not raw.endswith(b"\n") and raw.lstrip().startswith(b'{"type":"header"'):
+                raise NotARecordError(f"{self.name}: the recording was cut short inside its header "
+                                      "(no events in it)")
+            raise self._not_record(lineno, raw, "not JSON" if ev is None else "not a vmabpf event")
+        if not raw.endswith(b"\n"):
+            self.truncated = True
+            self.warn(f"{self.name}:{lineno}: last line is incomplete (recording cut short?); skipped")
+        elif type(t) is str and t not in VALIDATORS and t not in ("lost", "header", "footer", "summary"):
+            self.unknown += 1
+            self.warn(f"{self.name}:{lineno}: unknown event type {t[:40]!r}; skipped")
+        else:
+            self.malformed += 1
+            self.warn(f"{self.name}:{lineno}: malformed line skipped")
+
+    def _header(self, ev: dict, lineno: int) -> None:
+        v = ev.get("version")
+        if type(v) is int and v > VERSION:
+            self.warn(f"{self.name}:{lineno}: recording format version {v} is newer than this vmabpf "
+                      f"reads ({VERSION}); reading what it can")
+        self.headers.append(ev)
+
+    def info(self) -> dict:
+        """What the report says about this file."""
+        hdrs = []
+        for h in self.headers:
+            hdrs.append({k: h.get(k) for k in ("tool_version", "kernel_release", "arch", "start_time",
+                                                 "pid_filter", "children")})
+        ftr = [{k: f.get(k) for k in ("events", "lost_events", "end_time", "reason")} for f in self.footers]
+        return {"path": self.name, "recordings": hdrs, "footers": ftr, "events": self.events_read,
+                "malformed_lines": self.malformed, "unknown_lines": self.unknown, "truncated": self.truncated}
+
+
+def read_events(paths: List[str], warn: Callable[[str], None] = None) -> Iterator[dict]:
+    """All valid events of PATHS in order (convenience for tests)."""
+    for p in paths:
+        yield from RecordFile(p, warn).events()
+
+
+# -- rendering ----------------------------------------------------------------------------------------------
+
+def _us(ns) -> str:
+    return "-" if ns is None else f"{ns / 1000:.0f}us"
+
+
+def process_report_lines(p: dict) -> List[str]:
+    """What the report adds to watch's summary table, per process (render.process_details has the rest)."""
+    from .render import qname
+    lines = []
+    o = p["name_objects"]
+    m = p["merges"]
+    lines.append(f"  names: set {p['names']['set']}, cleared {p['names']['cleared']}, distinct "
+                 f"{p['names']['distinct']}; name objects allocated {o['allocated']}, freed {o['freed']}, "
+                 f"live {o['live']}")
+    lines.append(f"  merges: attempted {m['attempted']}, merged {m['merged']}, not merged {m['not_merged']}, "
+                 f"errors {m['errors']}; VMAs the names cost: {p['vmas_cost_by_names']}; splits "
+                 f"{p['splits']['count']}")
+    f = p["forks"]
+    if f["count"]:
+        lat = f["latency_ns"]
+        per = f["named_copied_per_fork"]
+        lines.append(f"  fork latency: min {_us(lat['min'])} p50 {_us(lat['p50'])} p90 {_us(lat['p90'])} "
+                     f"p99 {_us(lat['p99'])} max {_us(lat['max'])}; refcount increments per fork: "
+                     + (", ".join(str(x) for x in per[:10]) + (", ..." if len(per) > 10 else "")))
+    sharing = p.get("sharing") or {}
+    if sharing:
+        lines.append("  sharing per name (set / objects allocated / live / max refcount):")
+        for i, (name, s) in enumerate(sorted(sharing.items(), key=lambda kv: (-kv[1]["set"], kv[0]))):
+            if i == 10:
+                lines.append(f"    ... {len(sharing) - 10} more names")
+                break
+            lines.append(f"    {qname(name, 40)}: {s['set']} / {s['objects_allocated']} / {s['objects_live']} / "
+                         f"{s['max_refcount']}")
+    return lines
+
+
+def render_table(summary: dict, files: List[dict]) -> str:
+    from .render import escape, summary_table
+    out = []
+    for f in files:
+        for h in f["recordings"]:
+            st = h.get("start_time")
+            start = st.get("wall") if isinstance(st, dict) else None
+            pids = h.get("pid_filter")
+            who = ("PID " + ", ".join(str(x) for x in pids)) if isinstance(pids, list) and pids else "all processes"
+            out.append(escape(f"{f['path']}: kernel {h.get('kernel_release')} ({h.get('arch')}), vmabpf "
+                              f"{h.get('tool_version')}, {who}, started {start}"))
+        for ft in f["footers"]:
+            out.append(escape(f"  ended by {ft.get('reason')}: {ft.get('events')} events, "
+                              f"{ft.get('lost_events')} lost"))
+        if not f["recordings"]:
+            out.append(escape(f"{f['path']}: {f['events']} events (no header: watch -j output)"))
+        skipped = f["malformed_lines"] + f["unknown_lines"] + (1 if f["truncated"] else 0)
+        if skipped:
+            out.append(f"  {skipped} lines skipped" + (" (incomplete last line)" if f["truncated"] else ""))
+    out.append("")
+    out.append(summary_table(summary))
+    for p in summary["processes"]:
+        out.append(f"PID {p['pid']} ({escape(p['comm'])}), all numbers:")
+        out.extend(process_report_lines(p))
+    return "\n".join(out)
+
+
+def _plain(v) -> bool:
+    """A value that goes into trace JSON as is (no floats: a fuzzed 1e999 would be Infinity, not JSON)."""
+    t = type(v)
+    if t is int or t is str or t is bool or v is None:
+        return True
+    return t is list and all(type(x) is int or type(x) is str for x in v)
+
+
+CHROME_LABEL = {"name_set": "name", "merge": "merge", "split": "split", "name_alloc": "name alloc",
+                "name_free": "name free", "exit": "exit"}
+
+
+def chrome_trace(events: List[dict], meta: Optional[dict] = None) -> dict:
+    """Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing): each process a track (pid),
+    forks as complete ("X") slices from dup_mmap's start to its end, the rest as thread-scoped
+    instants.  ts/dur in microseconds from the earliest event."""
+    from .render import event_detail
+    raw = []  # (start ns, event dict without ts)
+    comms: Dict[int, str] = {}
+    threads: Dict[tuple, str] = {}
+    for ev in events:
+        t = ev["type"]
+        ts = ev.get("ts")
+        if ts is None:
+            continue
+        if t == "lost":
+            raw.append((ts, {"name": f"{ev['count']} events lost", "cat": "lost", "ph": "i", "s": "g",
+                             "pid": 0, "tid": 0, "args": {"count": ev["count"]}}))
+            continue
+        pid = ev["pid"]
+        tid = ev.get("tid", pid)
+        comm = ev.get("comm") or ""
+        if comm:
+            comms[pid] = comm
+            threads[(pid, tid)] = comm
+        else:
+            comms.setdefault(pid, "")
+        try:
+            detail = event_detail(ev, verbose=True)
+        except Exception:  # fields the detail text wants but this event lacks: the args still say it all
+            detail = ""
+        args = {k: v for k, v in ev.items() if k not in ("type", "pid", "tid", "comm", "ts") and _plain(v)}
+        args["detail"] = detail
+        if t == "fork":
+            lat = max(0, ev["latency_ns"])
+            raw.append((ts - lat, {"name": f"fork (dup_mmap) -> {ev['child_pid']}", "cat": "fork", "ph": "X",
+                                   "dur": lat / 1000.0, "pid": pid, "tid": tid, "args": args}))
+        else:
+            label = CHROME_LABEL.get(t, t)
+            if t in ("name_set", "split", "name_alloc", "name_free") and isinstance(ev.get("name"), str):
+                label += f" '{ev['name'][:40]}'"
+            if t == "merge":
+                label += f" {ev['outcome']}"
+            if t in ("name_set", "split") and ev.get("ret"):
+                label += f" {ev.get('err') or ev['ret']}"
+            raw.append((ts, {"name": label, "cat": t, "ph": "i", "s": "t", "pid": pid, "tid": tid, "args": args}))
+    t0 = min((r[0] for r in raw), default=0)
+    out = []
+    for pid, comm in sorted(comms.items()):
+        out.append({"name": "process_name", "ph": "M", "ts": 0, "pid": pid, "tid": pid,
+                    "args": {"name": f"{comm} ({pid})" if comm else f"PID {pid}"}})
+    for (pid, tid), comm in sorted(threads.items()):
+        out.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": pid, "tid": tid,
+                    "args": {"name": f"{comm} ({tid})"}})
+    if any(r[1]["pid"] == 0 for r in raw):
+        out.append({"name": "process_name", "ph": "M", "ts": 0, "pid": 0, "tid": 0,
+                    "args": {"name": "vmabpf (lost events)"}})
+    for start, ce in raw:
+        ce["ts"] = (start - t0) / 1000.0
+        out.append(ce)
+    return {"traceEvents": out, "displayTimeUnit": "ms",
+            "otherData": {"generator": "vmabpf report", **(meta or {}), "t0_monotonic_ns": t0}}
+
+
+# -- the command --------------------------------------------------------------------------------------------
+
+def build_report(paths: List[str], pid: Optional[int] = None, keep_events: bool = False,
+                 warn: Callable[[str], None] = None):
+    """(summary dict, per-file info, events kept for export) of PATHS."""
+    from .report import Aggregator
+    agg = Aggregator()
+    add = agg.add
+    kept: List[dict] = []
+    files = []
+    for path in paths:
+        rf = RecordFile(path, warn)
+        if keep_events:
+            def add_keep(ev):
+                add(ev)
+                if pid is None or ev.get("pid") == pid or ev["type"] == "lost":
+                    kept.append(ev)
+            rf.feed(add_keep)
+        else:
+            rf.feed(add)
+        files.append(rf.info())
+    summ = agg.summary([pid] if pid is not None else None)
+    return summ, files, kept
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option("-p", "--pid", type=int, help="only this process")
+@click.option("-j", "--json", "as_json", is_flag=True, help="same as --format json")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "chrome"]), default=None,
+              help="table (default), json, or chrome (trace-event JSON for ui.perfetto.dev / chrome://tracing)")
+@click.option("-o", "--output", metavar="OUT", help="write the report to OUT instead of stdout")
+def report(files, pid, as_json, fmt, output):
+    """The per-process report of recordings made by `vmabpf record` (or of
+    `vmabpf watch -j` output): names set and rejected, name objects, merges and
+    why they failed, the VMAs names cost, splits, forks and name sharing.
+
+    Needs no BPF and no root: record on the device, report anywhere.
+    """
+    from .cli import one_line_errors
+    one_line_errors(_report)(files, pid, as_json, fmt, output)
+
+
+def _report(files, pid, as_json, fmt, output):
+    if as_json and fmt not in (None, "json"):
+        raise VmabpfError(f"-j and --format {fmt} disagree; use one", exit_code=2)
+    fmt = fmt or ("json" if as_json else "table")
+    summ, infos, kept = build_report(list(files), pid, keep_events=(fmt == "chrome"))
+    if fmt == "json":
+        text = json.dumps({"type": "report", "files": infos, **summ}, indent=1)
+    elif fmt == "chrome":
+        text = json.dumps(chrome_trace(kept, {"files": [i["path"] for i in infos]}), separators=(",", ":"))
+    else:
+        text = render_table(summ, infos)
+    if output and output != "-":
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        except OSError as e:
+            raise VmabpfError(f"cannot write {output}: {e.strerror or e}") from None
+        click.echo(f"Wrote {fmt} report to {output}.", err=True)
+    else:
+        click.echo(text)
