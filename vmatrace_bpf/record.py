@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from typing import IO, List, Optional
+from typing import IO, List
 
 import click
 
