@@ -767,20 +767,24 @@ KRETFUNC_PROBE(vm_area_dup, struct vm_area_struct *orig, struct vm_area_struct *
 /* anon_vma_name objects                                                     */
 /* ======================================================================== */
 BPF_PERCPU_ARRAY(name_obj_buf, struct vt_name_obj, 1);
-/* name objects allocated by watched processes and not yet freed: a free is
- * reported even when it happens in another process (a child exiting) */
-BPF_HASH(live_names, u64, u8, 65536);
+/* name objects allocated by watched processes and not yet freed -> the
+ * allocating TGID: a free is reported to that process even when another
+ * one drops the last reference (a child exiting) */
+BPF_HASH(live_names, u64, u32, 65536);
 
-static __always_inline int name_obj_event(void *ctx, u32 type, struct anon_vma_name *an, int known)
+/* OWNER: the TGID the event is accounted to (0: the current process) */
+static __always_inline int name_obj_event(void *ctx, u32 type, struct anon_vma_name *an, u32 owner)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!an || !(known || is_watched(pid_tgid)))
+	if (!an || !(owner || is_watched(pid_tgid)))
 		return 0;
 	int zero = 0;
 	struct vt_name_obj *e = name_obj_buf.lookup(&zero);
 	if (!e)
 		return 0;
 	fill_hdr(&e->h, type, pid_tgid);
+	if (owner)
+		e->h.pid = owner;
 	e->ptr = (u64)an;
 	e->refcount = name_refcount(an);
 	read_name(e->name, an);
@@ -788,16 +792,28 @@ static __always_inline int name_obj_event(void *ctx, u32 type, struct anon_vma_n
 	return 0;
 }
 
+/* the allocating TGID of a name object we saw allocated (and forget it), or 0 */
+static __always_inline u32 forget_name(u64 key)
+{
+	u32 *owner = live_names.lookup(&key);
+	if (!owner)
+		return 0;
+	u32 tgid = *owner;
+	live_names.delete(&key);
+	return tgid;
+}
+
 #ifdef NAME_ALLOC_PROBE
 int kr_name_alloc(struct pt_regs *ctx)
 {
 	struct anon_vma_name *an = (struct anon_vma_name *)PT_REGS_RC(ctx);
-	if (!an || !is_watched(bpf_get_current_pid_tgid()))
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!an || !is_watched(pid_tgid))
 		return 0;
 	u64 key = (u64)an;
-	u8 one = 1;
-	live_names.update(&key, &one);
-	return name_obj_event(ctx, VT_EV_NAME_ALLOC, an, 1);
+	u32 tgid = pid_tgid >> 32;
+	live_names.update(&key, &tgid);
+	return name_obj_event(ctx, VT_EV_NAME_ALLOC, an, tgid);
 }
 #endif
 
@@ -806,10 +822,7 @@ int kr_name_alloc(struct pt_regs *ctx)
 int kp_name_free(struct pt_regs *ctx)
 {
 	u64 key = PT_REGS_PARM1(ctx);
-	int known = live_names.lookup(&key) != 0;
-	if (known)
-		live_names.delete(&key);
-	return name_obj_event(ctx, VT_EV_NAME_FREE, (struct anon_vma_name *)key, known);
+	return name_obj_event(ctx, VT_EV_NAME_FREE, (struct anon_vma_name *)key, forget_name(key));
 }
 #endif
 
@@ -819,10 +832,10 @@ int kp_name_free(struct pt_regs *ctx)
 TRACEPOINT_PROBE(kmem, kfree)
 {
 	u64 key = (u64)args->ptr;
-	if (!live_names.lookup(&key))
+	u32 owner = forget_name(key);
+	if (!owner)
 		return 0;
-	live_names.delete(&key);
 	/* the object is being freed but its bytes are still intact here */
-	return name_obj_event(args, VT_EV_NAME_FREE, (struct anon_vma_name *)key, 1);
+	return name_obj_event(args, VT_EV_NAME_FREE, (struct anon_vma_name *)key, owner);
 }
 #endif

@@ -143,6 +143,9 @@ def test_fork_refcount_increments(collector):
     assert f["named_copied"] == res["k"] == 5
     assert f["latency_ns"] > 0
     assert res["k"] < f["vmas_copied"] <= f["map_count"]
+    # the five name objects: allocated by the parent, freed when it exits (the child shared them)
+    assert sorted(e["name"] for e in of(evs, "name_alloc")) == ["k0", "k1", "k2", "k3", "k4"]
+    assert sorted(e["name"] for e in of(evs, "name_free")) == ["k0", "k1", "k2", "k3", "k4"]
 
 
 def test_lost_events_counted(collector):
