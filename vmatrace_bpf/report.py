@@ -53,6 +53,7 @@ class ProcessStats:
     exited: bool = False
     objs_allocated_by_name: Counter = field(default_factory=Counter)  # name -> anon_vma_name objects allocated
     max_refcount_by_name: Dict[str, int] = field(default_factory=dict)  # name -> highest refcount seen (any event)
+    freed_ptrs: Optional[set] = None  # name objects freed, kept only for merge() (Aggregator(track_frees=True))
 
     # -- feeding -------------------------------------------------------------
     def add(self, ev: dict) -> None:
@@ -116,10 +117,47 @@ class ProcessStats:
     def _on_name_free(self, ev: dict) -> None:
         self.name_objs_freed += 1
         self.live_name_objs.pop(ev["ptr"], None)
+        if self.freed_ptrs is not None:
+            self.freed_ptrs.add(ev["ptr"])
         self._seen_refcount(ev["name"], ev.get("refcount", 0))
 
     def _on_exit(self, ev: dict) -> None:
         self.exited = True
+
+    def merge(self, later: "ProcessStats") -> None:
+        """Fold in the stats of the events that came right after ours, as if add() had seen them all
+        (report reads a big recording in parts, in parallel).  LATER must have tracked its frees."""
+        if later.comm:
+            self.comm = later.comm
+        self.names_set += later.names_set
+        self.names_cleared += later.names_cleared
+        self.names_rejected.update(later.names_rejected)
+        self.names_by_value.update(later.names_by_value)
+        self.name_objs_allocated += later.name_objs_allocated
+        self.name_objs_freed += later.name_objs_freed
+        # an object LATER allocated or freed is in the state LATER left it in
+        for ptr in later.freed_ptrs or ():
+            if ptr not in later.live_name_objs:
+                self.live_name_objs.pop(ptr, None)
+        self.live_name_objs.update(later.live_name_objs)
+        if self.freed_ptrs is not None and later.freed_ptrs:
+            self.freed_ptrs |= later.freed_ptrs
+        self.merges_attempted += later.merges_attempted
+        self.merges_by_outcome.update(later.merges_by_outcome)
+        self.merges_by_source.update(later.merges_by_source)
+        self.not_merged_causes.update(later.not_merged_causes)
+        self.name_blocked += later.name_blocked
+        self.name_blocked_pairs.update(later.name_blocked_pairs)
+        self.splits += later.splits
+        self.split_errors += later.split_errors
+        for name, rc in later.split_refcount_max.items():
+            self.split_refcount_max[name] = max(self.split_refcount_max.get(name, 0), rc)
+        self.forks.extend(later.forks)
+        self.refcount_increments += later.refcount_increments
+        self.exited = self.exited or later.exited
+        self.objs_allocated_by_name.update(later.objs_allocated_by_name)
+        for name, rc in later.max_refcount_by_name.items():
+            self._seen_refcount(name, rc)
 
     # -- results ---------------------------------------------------------------
     def sharing(self) -> dict:
@@ -171,10 +209,11 @@ _HANDLERS = {name[4:]: fn for name, fn in vars(ProcessStats).items() if name.sta
 class Aggregator:
     """Events in, per-process summaries out."""
 
-    def __init__(self):
+    def __init__(self, track_frees: bool = False):
         self.procs: Dict[int, ProcessStats] = {}
         self.lost = 0
         self.events = 0
+        self.track_frees = track_frees  # for merge(): see ProcessStats.merge
 
     def add(self, ev: dict) -> None:
         self.events += 1
@@ -188,6 +227,8 @@ class Aggregator:
         st = self.procs.get(pid)
         if st is None:
             st = self.procs[pid] = ProcessStats(pid)
+            if self.track_frees:
+                st.freed_ptrs = set()
         # ProcessStats.add inlined (report feeds millions of events through here)
         comm = ev.get("comm")
         if comm:
@@ -195,6 +236,18 @@ class Aggregator:
         handler = _HANDLERS.get(t)
         if handler is not None:
             handler(st, ev)
+
+    def merge(self, later: "Aggregator") -> "Aggregator":
+        """Fold in an Aggregator(track_frees=True) fed the events that came right after ours."""
+        self.events += later.events
+        self.lost += later.lost
+        for pid, st in later.procs.items():
+            mine = self.procs.get(pid)
+            if mine is None:
+                self.procs[pid] = st
+            else:
+                mine.merge(st)
+        return self
 
     def add_all(self, evs: Iterable[dict]) -> "Aggregator":
         for ev in evs:

@@ -12,7 +12,9 @@ error.  It raises nothing but VmabpfError subclasses.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import sys
 from typing import Callable, Dict, Iterator, List, Optional
 
@@ -43,24 +45,20 @@ def _str_list(v) -> bool:
     return True
 
 
-# Each validator checks the fields every event has (pid, comm, tid, ts: written out in each, one call per
-# event) and its own: report validates a million events a second.
+# Each validator checks the fields the aggregation uses: pid and comm (written out in each: one call per
+# event) and its own.  ts and tid only matter to the chrome export, which checks them itself.
 def _v_name_set(ev: dict) -> bool:
     g = ev.get
-    ts = g("ts", 0)
     err = g("err")
-    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
-            and 0 <= ts < _U64
+    return (type(g("pid")) is int and type(g("comm", "")) is str
             and type(g("ret")) is int and type(g("name")) is str and (err is None or type(err) is str))
 
 
 def _v_merge(ev: dict) -> bool:
     g = ev.get
-    ts = g("ts", 0)
     pc = g("prev_cause")
     nc = g("next_cause")
-    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
-            and 0 <= ts < _U64
+    return (type(g("pid")) is int and type(g("comm", "")) is str
             and type(g("outcome")) is str and type(g("source")) is str and type(g("name")) is str
             and type(pc) is list and type(nc) is list and (not pc or _str_list(pc)) and (not nc or _str_list(nc))
             and type(g("prev_name", "")) is str and type(g("next_name", "")) is str)
@@ -68,35 +66,27 @@ def _v_merge(ev: dict) -> bool:
 
 def _v_split(ev: dict) -> bool:
     g = ev.get
-    ts = g("ts", 0)
-    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
-            and 0 <= ts < _U64
+    return (type(g("pid")) is int and type(g("comm", "")) is str
             and type(g("ret")) is int and type(g("name")) is str and type(g("refcount")) is int)
 
 
 def _v_fork(ev: dict) -> bool:
     g = ev.get
-    ts = g("ts", 0)
     lat = g("latency_ns")
-    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
-            and 0 <= ts < _U64
+    return (type(g("pid")) is int and type(g("comm", "")) is str
             and type(g("child_pid")) is int and type(lat) is int and 0 <= lat < _U64 and type(g("map_count")) is int
             and type(g("vmas_copied")) is int and type(g("named_copied")) is int)
 
 
 def _v_name_obj(ev: dict) -> bool:
     g = ev.get
-    ts = g("ts", 0)
-    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
-            and 0 <= ts < _U64
+    return (type(g("pid")) is int and type(g("comm", "")) is str
             and type(g("ptr")) is int and type(g("name")) is str and type(g("refcount", 0)) is int)
 
 
 def _v_exit(ev: dict) -> bool:
     g = ev.get
-    ts = g("ts", 0)
-    return (type(g("pid")) is int and type(g("comm", "")) is str and type(g("tid", 0)) is int and type(ts) is int
-            and 0 <= ts < _U64)
+    return type(g("pid")) is int and type(g("comm", "")) is str
 
 
 def _v_lost(ev: dict) -> bool:
@@ -143,7 +133,14 @@ class RecordFile:
 
     ``events()`` yields the valid events in file order."""
 
-    def __init__(self, path: str, warn: Callable[[str], None] = None, max_warnings: int = MAX_WARNINGS):
+    def __init__(self, path: str, warn: Callable[[str], None] = None, max_warnings: int = MAX_WARNINGS,
+                 start: int = 0, end: Optional[int] = None, part: bool = False):
+        # START/END: a byte range starting at a line start; PART: a later part of a file read in parts
+        # (it is known to be a recording; warnings are kept as (line in part, text) for the reader of part 0)
+        self.start, self.end, self.part = start, end, part
+        self.deferred: List[tuple] = []
+        self.known = part
+        self.lineno = 0
         self.path = path
         self.name = "stdin" if path == "-" else path
         self._warn = warn or (lambda msg: click.echo(f"vmabpf: warning: {msg}", err=True))
@@ -160,6 +157,12 @@ class RecordFile:
         self.warnings += 1
         if self.warnings <= self.max_warnings:
             self._warn(msg)
+
+    def warn_line(self, lineno: int, msg: str) -> None:
+        if self.part:
+            self.deferred.append((lineno, msg))
+        else:
+            self.warn(f"{self.name}:{lineno}: {msg}")
 
     def _open(self):
         if self.path == "-":
@@ -180,24 +183,36 @@ class RecordFile:
     def events(self) -> Iterator[dict]:
         """The valid events of the file, in order; warnings for what is skipped."""
         buf: List[dict] = []
-        for _ in self._read(buf.append):
+        for _ in self._scan(buf.append):
             yield from buf
             buf.clear()
+        self.finish()
 
     def feed(self, sink: Callable[[dict], None]) -> None:
         """SINK(event) for each valid event of the file, in order (faster than events())."""
-        for _ in self._read(sink):
+        for _ in self._scan(sink):
             pass
+        self.finish()
 
-    def _read(self, sink: Callable[[dict], None]) -> Iterator[None]:
+    def _scan(self, sink: Callable[[dict], None]) -> Iterator[None]:
+        """Read the file (or its byte range), one batch of lines per step."""
         f = self._open()
-        self.known = False  # a line so far showed this is a recording (or watch -j output)
-        self.lineno = 0
+        left = None
         try:
-            while True:
+            if self.start:
+                f.seek(self.start)
+            if self.end is not None:
+                left = self.end - self.start
+            while left is None or left > 0:
                 lines = f.readlines(_BATCH_BYTES)
                 if not lines:
                     break
+                if left is not None:
+                    for i, ln in enumerate(lines):
+                        left -= len(ln)
+                        if left <= 0:
+                            del lines[i + 1:]
+                            break
                 self._batch(lines, sink)
                 yield None
         except OSError as e:
@@ -205,6 +220,26 @@ class RecordFile:
         finally:
             if f is not sys.stdin.buffer:
                 f.close()
+
+    def part_state(self) -> dict:
+        return {"headers": self.headers, "footers": self.footers, "events_read": self.events_read,
+                "malformed": self.malformed, "unknown": self.unknown, "truncated": self.truncated,
+                "deferred": self.deferred, "lines": self.lineno}
+
+    def absorb(self, state: dict) -> None:
+        """Take in what a later part of this file found (its lines follow ours)."""
+        for lineno, msg in state["deferred"]:
+            self.warn_line(self.lineno + lineno, msg)
+        self.headers += state["headers"]
+        self.footers += state["footers"]
+        self.events_read += state["events_read"]
+        self.malformed += state["malformed"]
+        self.unknown += state["unknown"]
+        self.truncated = self.truncated or state["truncated"]
+        self.lineno += state["lines"]
+
+    def finish(self) -> None:
+        """The checks of the whole file, once read."""
         if not self.known:
             raise NotARecordError(f"{self.name} is empty, not a vmabpf recording")
         if self.warnings > self.max_warnings:
@@ -295,19 +330,19 @@ class RecordFile:
             raise self._not_record(lineno, raw, "not JSON" if ev is None else "not a vmabpf event")
         if not raw.endswith(b"\n"):
             self.truncated = True
-            self.warn(f"{self.name}:{lineno}: last line is incomplete (recording cut short?); skipped")
+            self.warn_line(lineno, "last line is incomplete (recording cut short?); skipped")
         elif type(t) is str and t not in VALIDATORS and t not in ("lost", "header", "footer", "summary"):
             self.unknown += 1
-            self.warn(f"{self.name}:{lineno}: unknown event type {t[:40]!r}; skipped")
+            self.warn_line(lineno, f"unknown event type {t[:40]!r}; skipped")
         else:
             self.malformed += 1
-            self.warn(f"{self.name}:{lineno}: malformed line skipped")
+            self.warn_line(lineno, "malformed line skipped")
 
     def _header(self, ev: dict, lineno: int) -> None:
         v = ev.get("version")
         if type(v) is int and v > VERSION:
-            self.warn(f"{self.name}:{lineno}: recording format version {v} is newer than this vmabpf "
-                      f"reads ({VERSION}); reading what it can")
+            self.warn_line(lineno, f"recording format version {v} is newer than this vmabpf reads ({VERSION}); "
+                           "reading what it can")
         self.headers.append(ev)
 
     def info(self) -> dict:
@@ -414,14 +449,16 @@ def chrome_trace(events: List[dict], meta: Optional[dict] = None) -> dict:
     for ev in events:
         t = ev["type"]
         ts = ev.get("ts")
-        if ts is None:
-            continue
+        if type(ts) is not int or not 0 <= ts < _U64:
+            continue  # no usable time: not on a timeline
         if t == "lost":
             raw.append((ts, {"name": f"{ev['count']} events lost", "cat": "lost", "ph": "i", "s": "g",
                              "pid": 0, "tid": 0, "args": {"count": ev["count"]}}))
             continue
         pid = ev["pid"]
         tid = ev.get("tid", pid)
+        if type(tid) is not int:
+            tid = pid
         comm = ev.get("comm") or ""
         if comm:
             comms[pid] = comm
@@ -467,9 +504,91 @@ def chrome_trace(events: List[dict], meta: Optional[dict] = None) -> dict:
 
 # -- the command --------------------------------------------------------------------------------------------
 
+PARALLEL_MIN_BYTES = 16 << 20  # below this, starting worker processes costs more than it saves
+PART_MIN_BYTES = 8 << 20
+
+
+def _read_part(path: str, start: int, end: int):
+    """In a worker process: one later part of a big file -> (Aggregator, what the reader found)."""
+    from .report import Aggregator
+    agg = Aggregator(track_frees=True)
+    rf = RecordFile(path, start=start, end=end, part=True)
+    for _ in rf._scan(agg.add):
+        pass
+    return agg, rf.part_state()
+
+
+def _part_bounds(path: str, size: int, n: int) -> List[int]:
+    """N+1 byte offsets splitting PATH at line starts (fewer when lines are long)."""
+    bounds = [0]
+    with open(path, "rb") as f:
+        for i in range(1, n):
+            f.seek(max(size * i // n, bounds[-1]))
+            f.readline()
+            pos = f.tell()
+            if pos > bounds[-1] and pos < size:
+                bounds.append(pos)
+    return bounds + [size]
+
+
+def jobs_for(path: str, jobs: Optional[int] = None) -> int:
+    """How many processes read PATH: one per idle CPU for big regular files (VMABPF_REPORT_JOBS=N sets it)."""
+    if path == "-":
+        return 1
+    try:
+        size = os.stat(path).st_size
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return 1
+    except OSError:
+        return 1  # RecordFile says why
+    if jobs is None:
+        env = os.environ.get("VMABPF_REPORT_JOBS", "")
+        jobs = int(env) if env.isdigit() and int(env) > 0 else None
+    if jobs is None:
+        if size < PARALLEL_MIN_BYTES:
+            return 1
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        try:  # only CPUs that are idle: on busy ones the parts just compete (measured: 10% slower)
+            busy = int(os.getloadavg()[0] + 0.5)
+        except OSError:
+            busy = 0
+        jobs = min(max(1, cpus - busy), 8)
+    return max(1, min(jobs, size // PART_MIN_BYTES if jobs > 1 and size >= PART_MIN_BYTES else 1))
+
+
+def _read_parallel(rf: RecordFile, agg, n: int) -> bool:
+    """Read RF's file in N parts: part 0 here, the others in worker processes, merged in file order
+    (Aggregator.merge: the same numbers as one pass).  False if it could not (then read it in one pass)."""
+    import multiprocessing
+    size = os.stat(rf.path).st_size
+    bounds = _part_bounds(rf.path, size, n)
+    if len(bounds) < 3:
+        return False
+    try:
+        ctx = multiprocessing.get_context("fork")
+    except ValueError:
+        return False
+    rf.end = bounds[1]
+    with ctx.Pool(len(bounds) - 2) as pool:
+        later = pool.starmap_async(_read_part, [(rf.path, a, b) for a, b in zip(bounds[1:-1], bounds[2:])])
+        for _ in rf._scan(agg.add):
+            pass
+        if not rf.known:
+            return False  # part 0 was blank lines only: let one pass decide what the file is
+        for part_agg, state in later.get():
+            agg.merge(part_agg)
+            rf.absorb(state)
+    rf.finish()
+    return True
+
+
 def build_report(paths: List[str], pid: Optional[int] = None, keep_events: bool = False,
-                 warn: Callable[[str], None] = None):
-    """(summary dict, per-file info, events kept for export) of PATHS."""
+                 warn: Callable[[str], None] = None, jobs: Optional[int] = None):
+    """(summary dict, per-file info, events kept for export) of PATHS.  Big files are read by several
+    processes (JOBS; default one per CPU) unless the events are kept."""
     from .report import Aggregator
     agg = Aggregator()
     add = agg.add
@@ -484,6 +603,14 @@ def build_report(paths: List[str], pid: Optional[int] = None, keep_events: bool 
                     kept.append(ev)
             rf.feed(add_keep)
         else:
+            n = jobs_for(path, jobs)
+            if n > 1:
+                part_agg = Aggregator(track_frees=True)  # merged after earlier files: its frees count too
+                if _read_parallel(rf, part_agg, n):
+                    agg.merge(part_agg)
+                    files.append(rf.info())
+                    continue
+                rf = RecordFile(path, warn)
             rf.feed(add)
         files.append(rf.info())
     summ = agg.summary([pid] if pid is not None else None)

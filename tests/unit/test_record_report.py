@@ -483,3 +483,44 @@ def test_cli_fuzzed_files_never_traceback(tmp_path):
             assert r.returncode in (0, 1), (i, fmt, r.stderr)
             if r.returncode == 1:
                 assert r.stderr.count("\n") == 1 and r.stderr.startswith("vmabpf: ")
+
+
+# -- big files are read in parallel parts: the same report as one pass -------------------------------------------
+
+def test_merge_of_parts_equals_one_pass():
+    evs = list(synthetic_events(6000, seed=9))
+    # name objects freed and reallocated across part boundaries, comm changes, an exit
+    evs += [base("name_alloc", 1, ptr=5, name="r", refcount=1), base("name_free", 2, ptr=5, name="r", refcount=0),
+            base("name_alloc", 3, ptr=5, name="s", refcount=1), base("name_alloc", 4, ptr=6, name="t", refcount=1),
+            base("name_alloc", 5, ptr=6, name="t", refcount=1), base("name_free", 6, ptr=6, name="t", refcount=0),
+            base("exit", 7, comm="")] + KNOWN
+    whole = Aggregator().add_all(evs).summary()
+    for cuts in ([1], [6001], [6002, 6003, 6004], [100, 3000, 6005], [len(evs) - 1]):
+        bounds = [0] + cuts + [len(evs)]
+        agg = Aggregator()
+        agg.add_all(evs[:bounds[1]])
+        for a, b in zip(bounds[1:-1], bounds[2:]):
+            agg.merge(Aggregator(track_frees=True).add_all(evs[a:b]))
+        assert agg.summary() == whole, cuts
+
+
+def test_parallel_read_equals_one_pass(tmp_path, monkeypatch):
+    p = tmp_path / "big.jsonl"
+    write_record(p, list(synthetic_events(20000, seed=6)) + KNOWN)
+    lines = open(p, "rb").read().splitlines(keepends=True)
+    for i in (7, 5000, 12001, 19999):
+        lines.insert(i, b'{"type":"merge","pid":1}\n')
+    lines[-1] = lines[-1][:-9]  # truncated footer
+    p.write_bytes(b"".join(lines))
+    monkeypatch.setattr(report_cmd, "PART_MIN_BYTES", 64 << 10)
+    w1, w3 = [], []
+    one = build_report([str(p)], warn=w1.append, jobs=1)
+    three = build_report([str(p)], warn=w3.append, jobs=3)
+    assert report_cmd.jobs_for(str(p), 3) == 3
+    assert three[:2] == one[:2] and w3 == w1
+    assert [w.split(":")[1] for w in w1[:5]] == ["8", "5001", "12002", "20000", str(len(lines))]
+    # two files: live name objects and comm carry over from one to the next as in one pass
+    q = tmp_path / "second.jsonl"
+    write_record(q, [base("name_free", 1, ptr=0xA0 + 64 * k, name="x", refcount=0) for k in range(3000)])
+    assert build_report([str(p), str(q)], warn=lambda m: None, jobs=3)[0] == \
+        build_report([str(p), str(q)], warn=lambda m: None, jobs=1)[0]
