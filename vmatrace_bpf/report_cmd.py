@@ -273,11 +273,12 @@ class RecordFile:
                 block = b"".join(lines)
                 if not _OBJ_COMMA.search(block):
                     try:
-                        text = block.decode("utf-8")
-                        objs = _SCAN("[" + text[:-1].replace("\n", ",") + "]", 0)[0]
+                        text = "[" + block.decode("utf-8")[:-1].replace("\n", ",") + "]"
+                        objs, end = _SCAN(text, 0)
                     except (ValueError, RecursionError, StopIteration):
-                        objs = None
-                    if objs is not None and len(objs) == len(lines):
+                        objs = end = None
+                    # the array must be the whole text: a line ending in '],[{...}' would close it early
+                    if end == len(text) and len(objs) == len(lines):
                         return objs
         objs = []
         for raw in lines:

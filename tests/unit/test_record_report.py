@@ -455,8 +455,15 @@ def test_batch_decoding_equals_line_by_line(tmp_path, monkeypatch, loads):
     ev = json.dumps(KNOWN[1], separators=(",", ":"))
     tricky = [ev[:-1] + ',"k":[{"z":1}', ev, ev[:-1] + "}]}", ev + "," + ev, ev + " ,\t" + ev]
     lines = (REAL_LINES[:40] + [(t + "\n").encode() for t in tricky] + REAL_LINES[40:]) * 300
+    # a batch (~32 KB) whose last line closes the array early: '...}],[{...}'
+    lines += REAL_LINES[1:-1] * 3 + [(ev + '],[{"type":"x"}\n').encode()] + REAL_LINES[1:-1] * 3
     p = tmp_path / "r.jsonl"
     p.write_bytes(b"".join(lines))
+    # the last line of a batch closing the array early
+    rf = RecordFile(str(p), lambda m: None)
+    rf.known = True
+    batch = REAL_LINES[1:20] + [(ev + '],[{"type":"x"}\n').encode()]
+    assert rf._decode(batch)[-1] is None and rf._decode(batch)[:-1] == [json.loads(x) for x in batch[:-1]]
     got = list(RecordFile(str(p), lambda m: None).events())
     want = []
     for ln in lines:
