@@ -104,3 +104,24 @@ def test_record_then_report_equals_watch(tmp_path):
     trace = json.loads(r.stdout)["traceEvents"]
     assert len([e for e in trace if e["ph"] == "X" and e["pid"] == pid]) == 1
     assert any(e["ph"] == "i" and e.get("cat") == "merge" for e in trace)
+
+
+def test_record_all_processes_to_stdout_for_a_duration():
+    """No -p: every process; -o -: the recording on stdout; --duration ends it (footer reason "duration")."""
+    rec = start("record", "-o", "-", "--duration", "10")
+    assert "of all processes to stdout" in banner(rec)
+    wl, pid = start_workload("names")
+    wl.stdin.write("\n")
+    wl.stdin.flush()
+    json.loads(wl.stdout.readline())
+    wl.stdin.write("\n")
+    wl.stdin.close()
+    wl.wait(timeout=30)
+    out, err = rec.communicate(timeout=60)
+    assert rec.returncode == 0 and "Traceback" not in err, err
+    recs = [json.loads(line) for line in out.splitlines()]  # stdout holds the recording and nothing else
+    assert recs[0]["type"] == "header" and recs[0]["pid_filter"] == [] and recs[0]["children"] is False
+    assert recs[-1]["type"] == "footer" and recs[-1]["reason"] == "duration"
+    mine = [e for e in recs[1:-1] if e.get("pid") == pid]
+    assert [(e["name"], e["err"]) for e in mine if e["type"] == "name_set"] == [
+        ("a", None), ("a", None), ("b", None), ("bad$name", "EINVAL"), ("x" * 79, "EINVAL"), ("nowhere", "ENOMEM")]
