@@ -95,8 +95,7 @@ def main():
             print(f"report, {how}: read + aggregated {n:,} events ({len(summ['processes'])} processes) in "
                   f"{best:.2f} s wall = {rate / 1000:.0f}k events/s{cpu} "
                   f"[target >= 300k events/s: {'ok' if rate >= 300e3 else 'SLOW'}]")
-        print(f"JSON decoder: {JSON_DECODER}" + (" (pip install orjson, or the package's [fast] extra, for ~1.5x)"
-                                                   if JSON_DECODER == "json" else ""))
+        print(f"JSON decoder: {JSON_DECODER}")
         print(f"load average now: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 

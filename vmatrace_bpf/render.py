@@ -115,36 +115,51 @@ def summary_table(summary: dict) -> str:
     out = tabulate(rows, headers=hdr, tablefmt="simple") if rows else "(no events)"
     lines = [out]
     for p in summary["processes"]:
-        detail = process_details(p)
-        if detail:
-            lines.append(detail)
+        lines.append(process_details(p))
     lines.append(f"lost events: {summary['lost_events']}")
     return "\n".join(lines)
 
 
+def _us(ns) -> str:
+    return "-" if ns is None else f"{ns / 1000:.0f}us"
+
+
 def process_details(p: dict) -> str:
-    lines = []
-    m = p["merges"]
+    """Everything the summary row of process P leaves out: the same text for watch and report."""
+    o, m, f = p["name_objects"], p["merges"], p["forks"]
+    lines = [f"  names: set {p['names']['set']}, cleared {p['names']['cleared']}, distinct "
+             f"{p['names']['distinct']}; name objects allocated {o['allocated']}, freed {o['freed']}, "
+             f"live {o['live']}",
+             f"  merges: attempted {m['attempted']}, merged {m['merged']}, not merged {m['not_merged']}, "
+             f"errors {m['errors']}; VMAs the names cost: {p['vmas_cost_by_names']}; splits "
+             f"{p['splits']['count']}"]
     if p["names"]["rejected"]:
         lines.append("  names rejected: " + ", ".join(f"{k} x{v}" for k, v in p["names"]["rejected"].items()))
     if m["not_merged_causes"]:
         lines.append("  not merged, by cause (per side): "
                      + ", ".join(f"{k} {v}" for k, v in sorted(m["not_merged_causes"].items(), key=lambda kv: -kv[1])))
     if m["top_name_pairs"]:
-        lines.append(f"  merges blocked by the name alone: {m['blocked_by_name_only']} "
-                     f"(= VMAs these names cost); top pairs:")
+        lines.append(f"  merges blocked by the name alone: {m['blocked_by_name_only']}; top pairs:")
         for pair in m["top_name_pairs"]:
             lines.append(f"    {qname(pair['neighbour'])} next to {qname(pair['proposed'])}: {pair['count']}")
-    if p["forks"]["count"]:
-        lat = p["forks"]["latency_ns"]
-        lines.append(f"  forks: {p['forks']['count']}, dup_mmap p50 {lat['p50'] / 1000:.0f}us "
-                     f"p90 {lat['p90'] / 1000:.0f}us max {lat['max'] / 1000:.0f}us, name refs taken "
-                     f"{p['forks']['refcount_increments']}")
+    if f["count"]:
+        lat, per = f["latency_ns"], f["named_copied_per_fork"]
+        lines.append(f"  forks: {f['count']}, dup_mmap min {_us(lat['min'])} p50 {_us(lat['p50'])} "
+                     f"p90 {_us(lat['p90'])} p99 {_us(lat['p99'])} max {_us(lat['max'])}; name refs taken "
+                     f"{f['refcount_increments']} (per fork: "
+                     + ", ".join(str(x) for x in per[:10]) + (", ..." if len(per) > 10 else "") + ")")
     if p["splits"]["max_refcount_by_name"]:
         lines.append("  name sharing after splits (max refcount): " + ", ".join(
             f"{qname(k)} {v}" for k, v in p["splits"]["max_refcount_by_name"].items()))
-    if not lines:
-        return ""
+    sharing = p.get("sharing") or {}
+    if sharing:
+        lines.append("  sharing per name (set / objects allocated / live / max refcount):")
+        for i, (name, sh) in enumerate(sorted(sharing.items(), key=lambda kv: (-kv[1]["set"], kv[0]))):
+            if i == 10:
+                lines.append(f"    ... {len(sharing) - 10} more names")
+                break
+            lines.append(f"    {qname(name, 40)}: {sh['set']} / {sh['objects_allocated']} / {sh['objects_live']} / "
+                         f"{sh['max_refcount']}")
     return f"PID {p['pid']} ({escape(p['comm'])}):\n" + "\n".join(lines)
 
 

@@ -115,13 +115,7 @@ def _no_constant(name: str):
 # NaN/Infinity are not JSON (Python's json accepts them); a recording never holds them
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 _SCAN = _DECODER.scan_once
-try:  # optional (pip install 'vmatrace-bpf[fast]'): 3x faster; also refuses NaN/Infinity, bad UTF-8, deep nesting
-    import orjson as _orjson
-    _FAST_LOADS = _orjson.loads
-    JSON_DECODER = "orjson"
-except ImportError:  # the standard library, one JSON array per batch of lines
-    _FAST_LOADS = None
-    JSON_DECODER = "json"
+JSON_DECODER = "json"  # the standard library (the design keeps to it), one JSON array per batch of lines
 _OBJ_COMMA = re.compile(rb"\}\s*,")
 _BATCH_BYTES = 32768  # lines per batch: ~100 events
 
@@ -253,15 +247,6 @@ class RecordFile:
 
     def _decode(self, lines: List[bytes]) -> list:
         """The JSON value of each line (None where it is not JSON)."""
-        loads = _FAST_LOADS
-        if loads is not None:
-            objs = []
-            for raw in lines:
-                try:
-                    objs.append(loads(raw))
-                except ValueError:  # orjson.JSONDecodeError
-                    objs.append(None)
-            return objs
         if self.known:
             # Decode the batch as one JSON array when that is provably the same as line by line (about
             # twice as fast: one call, and the decoder's key cache spans the batch).  No line may hold a
@@ -365,41 +350,6 @@ def read_events(paths: List[str], warn: Callable[[str], None] = None) -> Iterato
 
 # -- rendering ----------------------------------------------------------------------------------------------
 
-def _us(ns) -> str:
-    return "-" if ns is None else f"{ns / 1000:.0f}us"
-
-
-def process_report_lines(p: dict) -> List[str]:
-    """What the report adds to watch's summary table, per process (render.process_details has the rest)."""
-    from .render import qname
-    lines = []
-    o = p["name_objects"]
-    m = p["merges"]
-    lines.append(f"  names: set {p['names']['set']}, cleared {p['names']['cleared']}, distinct "
-                 f"{p['names']['distinct']}; name objects allocated {o['allocated']}, freed {o['freed']}, "
-                 f"live {o['live']}")
-    lines.append(f"  merges: attempted {m['attempted']}, merged {m['merged']}, not merged {m['not_merged']}, "
-                 f"errors {m['errors']}; VMAs the names cost: {p['vmas_cost_by_names']}; splits "
-                 f"{p['splits']['count']}")
-    f = p["forks"]
-    if f["count"]:
-        lat = f["latency_ns"]
-        per = f["named_copied_per_fork"]
-        lines.append(f"  fork latency: min {_us(lat['min'])} p50 {_us(lat['p50'])} p90 {_us(lat['p90'])} "
-                     f"p99 {_us(lat['p99'])} max {_us(lat['max'])}; refcount increments per fork: "
-                     + (", ".join(str(x) for x in per[:10]) + (", ..." if len(per) > 10 else "")))
-    sharing = p.get("sharing") or {}
-    if sharing:
-        lines.append("  sharing per name (set / objects allocated / live / max refcount):")
-        for i, (name, s) in enumerate(sorted(sharing.items(), key=lambda kv: (-kv[1]["set"], kv[0]))):
-            if i == 10:
-                lines.append(f"    ... {len(sharing) - 10} more names")
-                break
-            lines.append(f"    {qname(name, 40)}: {s['set']} / {s['objects_allocated']} / {s['objects_live']} / "
-                         f"{s['max_refcount']}")
-    return lines
-
-
 def render_table(summary: dict, files: List[dict]) -> str:
     from .render import escape, summary_table
     out = []
@@ -420,10 +370,7 @@ def render_table(summary: dict, files: List[dict]) -> str:
         if skipped:
             out.append(f"  {skipped} lines skipped" + (" (incomplete last line)" if f["truncated"] else ""))
     out.append("")
-    out.append(summary_table(summary))
-    for p in summary["processes"]:
-        out.append(f"PID {p['pid']} ({escape(p['comm'])}), all numbers:")
-        out.extend(process_report_lines(p))
+    out.append(summary_table(summary))  # the same text as watch's summary
     return "\n".join(out)
 
 
