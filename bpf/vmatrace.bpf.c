@@ -67,6 +67,9 @@ static __always_inline int is_watched(u64 pid_tgid)
 #ifdef FILTER_PIDS
 	u32 tgid = pid_tgid >> 32;
 	return watched.lookup(&tgid) != 0;
+#elif defined(VT_SELF_TGID)
+	/* tracing everything: but not vmabpf itself */
+	return (u32)(pid_tgid >> 32) != VT_SELF_TGID;
 #else
 	return 1;
 #endif

@@ -93,6 +93,8 @@ def build_defines(plan: Plan, kinfo: KernelInfo, pids: Iterable[int] = (), tid: 
         filter_pids = bool(list(pids))
     if filter_pids:
         d["FILTER_PIDS"] = 1
+    else:
+        d["VT_SELF_TGID"] = os.getpid()
     if tid:
         d["FILTER_TID"] = int(tid)
     if children:

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 
-from test_watch_cli import REPO, VMABPF, start_workload
+from guestutil import REPO, VMABPF, start_workload
 
 
 def start(*args, stdout=subprocess.PIPE):
@@ -122,6 +122,7 @@ def test_record_all_processes_to_stdout_for_a_duration():
     recs = [json.loads(line) for line in out.splitlines()]  # stdout holds the recording and nothing else
     assert recs[0]["type"] == "header" and recs[0]["pid_filter"] == [] and recs[0]["children"] is False
     assert recs[-1]["type"] == "footer" and recs[-1]["reason"] == "duration"
+    assert not [e for e in recs[1:-1] if e.get("pid") == rec.pid]  # vmabpf does not trace itself
     mine = [e for e in recs[1:-1] if e.get("pid") == pid]
     assert [(e["name"], e["err"]) for e in mine if e["type"] == "name_set"] == [
         ("a", None), ("a", None), ("b", None), ("bad$name", "EINVAL"), ("x" * 79, "EINVAL"), ("nowhere", "ENOMEM")]
