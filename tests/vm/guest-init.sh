@@ -23,6 +23,22 @@ for arg in $(cat /proc/cmdline); do
     esac
 done
 hostname vmabpf-guest 2>/dev/null
+# Watchdog: shortly before the runner's timeout, show what every task is waiting for (a hang leaves
+# the CPUs idle and says nothing otherwise).
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        vmabpf.watchdog=?*) wd=${arg#vmabpf.watchdog=}
+            (sleep "$wd"
+             echo "=== vmabpf guest watchdog after ${wd}s: tasks and what they wait for" > /dev/console
+             ps -eo pid,ppid,stat,wchan:32,etime,args > /dev/console 2>&1
+             for t in /proc/[0-9]*/task/*; do
+                 case "$(cut -d' ' -f3 "$t/stat" 2>/dev/null)" in D|S) ;; *) continue ;; esac
+                 [ -r "$t/stack" ] && { echo "--- $t $(cat "$t/comm")"; cat "$t/stack"; } > /dev/console 2>&1
+             done
+             echo 1 > /proc/sys/kernel/sysrq; echo w > /proc/sysrq-trigger) &
+            ;;
+    esac
+done
 echo VMABPF_GUEST_START > /dev/console
 sh /vmrun/cmd.sh </dev/null >/dev/console 2>&1
 rc=$?
