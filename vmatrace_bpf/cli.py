@@ -85,7 +85,16 @@ def doctor(as_json, kallsyms, filter_functions, btf, config, release, arch):
     sys.exit(0 if report.can_watch else 1)
 
 
-def _register_commands():
+def _debug_signal():
+    """`kill -USR1 PID` prints where a vmabpf process is (its Python stacks, on stderr) and it goes on."""
+    import faulthandler
+    import signal
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
+def _register_commands()
+_debug_signal():
     # each command lives in its own module; imported here, after `main` exists
     from .bench import bench
     from .forklat import forklat
@@ -98,3 +107,4 @@ def _register_commands():
 
 
 _register_commands()
+_debug_signal()

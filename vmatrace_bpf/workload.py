@@ -229,6 +229,9 @@ def main(argv: List[str]) -> int:
         print(f"usage: python3 -m vmatrace_bpf.workload {{{'|'.join(SCENARIOS)}}} [--wait]", file=sys.stderr)
         return 2
     if "--wait" in argv:
+        import faulthandler
+        import signal
+        faulthandler.register(signal.SIGUSR1)  # a test harness can ask where it is stuck
         print(json.dumps({"pid": os.getpid(), "ready": True}), flush=True)
         sys.stdin.readline()
     out = SCENARIOS[args[0]]()

@@ -35,7 +35,8 @@ for arg in $(cat /proc/cmdline); do
                  case "$(cut -d' ' -f3 "$t/stat" 2>/dev/null)" in D|S) ;; *) continue ;; esac
                  [ -r "$t/stack" ] && { echo "--- $t $(cat "$t/comm")"; cat "$t/stack"; } > /dev/console 2>&1
              done
-             echo 1 > /proc/sys/kernel/sysrq; echo w > /proc/sysrq-trigger) &
+             echo 1 > /proc/sys/kernel/sysrq; echo w > /proc/sysrq-trigger
+             pkill -USR1 -f vmatrace_bpf) &
             ;;
     esac
 done
