@@ -93,8 +93,7 @@ def _debug_signal():
         faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
-def _register_commands()
-_debug_signal():
+def _register_commands():
     # each command lives in its own module; imported here, after `main` exists
     from .bench import bench
     from .forklat import forklat
