@@ -85,12 +85,16 @@ def doctor(as_json, kallsyms, filter_functions, btf, config, release, arch):
     sys.exit(0 if report.can_watch else 1)
 
 
-def _debug_signal():
-    """`kill -USR1 PID` prints where a vmabpf process is (its Python stacks, on stderr) and it goes on."""
+def run():
+    """The `vmabpf` program.  `kill -USR1 PID` prints where it is (its Python stacks, on stderr)
+    and it goes on: for finding out what a stuck trace waits for."""
     import faulthandler
     import signal
-    if hasattr(signal, "SIGUSR1"):
+    try:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # no SIGUSR1, or stderr without a file descriptor
+        pass
+    main()
 
 
 def _register_commands():
@@ -106,4 +110,3 @@ def _register_commands():
 
 
 _register_commands()
-_debug_signal()
