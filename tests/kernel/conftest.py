@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from guestutil import readline
 from vmatrace_bpf import doctor
 from vmatrace_bpf.kernel import KernelInfo
 from vmatrace_bpf.plan import choose
@@ -51,7 +52,7 @@ class Collector:
     def spawn(self, scenario, *args):
         p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", scenario, "--wait", *args],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
-        ready = json.loads(p.stdout.readline())
+        ready = json.loads(readline(p, p.stdout, "ready line from the workload"))
         return p, ready["pid"]
 
     def run(self, scenario, watch=True, alongside=None):
@@ -66,9 +67,9 @@ class Collector:
             other[0].stdin.flush()
         p.stdin.write("\n")
         p.stdin.flush()
-        result = json.loads(p.stdout.readline())
+        result = json.loads(readline(p, p.stdout, "result from the workload"))
         if other:
-            json.loads(other[0].stdout.readline())
+            json.loads(readline(other[0], other[0].stdout, "result from the second workload"))
         p.stdin.write("\n")
         p.stdin.close()
         p.wait(timeout=60)

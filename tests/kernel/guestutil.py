@@ -4,23 +4,47 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMABPF = [sys.executable, "-m", "vmatrace_bpf"]
 
 
+STEP_TIMEOUT = 240  # seconds one step may take under TCG (a bcc compile takes 15-25 s)
+
+
+def readline(proc, stream, what, timeout=STEP_TIMEOUT):
+    """A line from STREAM of PROC, or fail the test after TIMEOUT seconds, first asking every vmabpf
+    process in the guest (SIGUSR1: faulthandler) to print where it is stuck."""
+    got = []
+    reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if got:
+        return got[0]
+    subprocess.run(["pkill", "-USR1", "-f", "vmatrace_bpf"], check=False)
+    time.sleep(2)
+    try:
+        state = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        state = "gone"
+    raise AssertionError(f"no {what} from PID {proc.pid} (state {state}) after {timeout} s; the Python stacks "
+                         "of the vmabpf processes are on the console above")
+
+
 def start_workload(scenario):
     """A `vmatrace_bpf.workload SCENARIO --wait` process: (Popen, pid). Write a line to start it."""
     p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", scenario, "--wait"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    return p, json.loads(p.stdout.readline())["pid"]
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO, bufsize=1)
+    return p, json.loads(readline(p, p.stdout, "ready line from the workload"))["pid"]
 
 
 def go(workload):
     """Let the workload run; returns its result JSON (it then waits for finish())."""
     workload.stdin.write("\n")
     workload.stdin.flush()
-    return json.loads(workload.stdout.readline())
+    return json.loads(readline(workload, workload.stdout, "result from the workload"))
 
 
 def finish(workload):
@@ -29,9 +53,16 @@ def finish(workload):
     workload.wait(timeout=120)
 
 
-def start_vmabpf(*args):
+def start_vmabpf(*args, stdout=subprocess.PIPE):
     """`vmabpf ARGS` as a subprocess, returned once it says it is tracing (its banner on stderr)."""
-    p = subprocess.Popen(VMABPF + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    banner = p.stderr.readline()
-    assert "Hit Ctrl-C to end." in banner, banner + p.stderr.read()
+    p = subprocess.Popen(VMABPF + list(args), stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                         bufsize=1)
+    wait_banner(p)
     return p
+
+
+def wait_banner(p):
+    """The banner line of a started vmabpf command (it is tracing from then on)."""
+    banner = readline(p, p.stderr, "banner from vmabpf")
+    assert "Hit Ctrl-C to end." in banner, banner + p.stderr.read()
+    return banner

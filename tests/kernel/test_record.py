@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 
-from guestutil import REPO, VMABPF, start_workload
+from guestutil import REPO, VMABPF, go, start_workload, wait_banner
 
 
 def start(*args, stdout=subprocess.PIPE):
@@ -19,9 +19,7 @@ def start(*args, stdout=subprocess.PIPE):
 
 
 def banner(proc):
-    line = proc.stderr.readline()
-    assert "Hit Ctrl-C to end." in line, line + proc.stderr.read()
-    return line
+    return wait_banner(proc)
 
 
 def untimed(ev):
@@ -46,9 +44,7 @@ def test_record_then_report_equals_watch(tmp_path):
     rec_banner = banner(rec)
     banner(w)
     assert f"Recording named-VMA events of PID {pid} to {rec_file}" in rec_banner
-    wl.stdin.write("\n")
-    wl.stdin.flush()
-    json.loads(wl.stdout.readline())
+    go(wl)
     time.sleep(2)  # let both 100 ms poll loops deliver
     rec.send_signal(signal.SIGTERM)
     w.send_signal(signal.SIGINT)
@@ -111,9 +107,7 @@ def test_record_all_processes_to_stdout_for_a_duration():
     rec = start("record", "-o", "-", "--duration", "10")
     assert "of all processes to stdout" in banner(rec)
     wl, pid = start_workload("names")
-    wl.stdin.write("\n")
-    wl.stdin.flush()
-    json.loads(wl.stdout.readline())
+    go(wl)
     wl.stdin.write("\n")
     wl.stdin.close()
     wl.wait(timeout=30)
