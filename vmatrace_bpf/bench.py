@@ -12,6 +12,7 @@ round by round with untraced forks so that the ratios are measured side by side.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from statistics import median
@@ -137,13 +138,17 @@ class BpfStats:
         except (OSError, ValueError, subprocess.TimeoutExpired):
             return {}
         wanted = {fn[:15]: fn for fn in fn_names}  # the kernel keeps 15 characters of a program name
+        me = os.getpid()
         stats: Dict[str, dict] = {}
         for p in progs:
-            fn = wanted.get(p.get("name", ""))
-            if fn and "run_cnt" in p:
-                st = stats.setdefault(fn, {"run_cnt": 0, "run_time_ns": 0})
-                st["run_cnt"] += p["run_cnt"]
-                st["run_time_ns"] += p["run_time_ns"]
+            owners = {x.get("pid") for x in p.get("pids", [])}
+            name = p.get("name", "")
+            # this process's programs (bpftool names their owners), else the plan's names
+            if (owners and me not in owners) or (not owners and name not in wanted):
+                continue
+            st = stats.setdefault(wanted.get(name, name), {"run_cnt": 0, "run_time_ns": 0})
+            st["run_cnt"] += p.get("run_cnt", 0)
+            st["run_time_ns"] += p.get("run_time_ns", 0)
         for st in stats.values():
             st["avg_ns"] = st["run_time_ns"] / st["run_cnt"] if st["run_cnt"] else None
         return stats
