@@ -62,7 +62,18 @@ def start_vmabpf(*args, stdout=subprocess.PIPE):
 
 
 def wait_banner(p):
-    """The banner line of a started vmabpf command (it is tracing from then on)."""
-    banner = readline(p, p.stderr, "banner from vmabpf")
-    assert "Hit Ctrl-C to end." in banner, banner + p.stderr.read()
-    return banner
+    """The banner line of a started vmabpf command (it is tracing from then on).  Lines before it
+    (bcc or libbpf warnings) are shown on the console, not taken for the banner; if the command ends
+    without a banner, the test fails with what it said."""
+    before = []
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while True:
+        line = readline(p, p.stderr, "banner from vmabpf", timeout=max(1.0, deadline - time.monotonic()))
+        if "Hit Ctrl-C to end." in line:
+            if before:
+                sys.stderr.write(f"[vmabpf PID {p.pid} printed before its banner]\n" + "".join(before))
+            return line
+        if not line:  # EOF: it exited
+            p.wait(timeout=30)
+            raise AssertionError(f"vmabpf exited ({p.returncode}) without tracing: " + "".join(before))
+        before.append(line)
