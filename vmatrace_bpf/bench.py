@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 import click
 
-from .errors import VmabpfError
+from .errors import VmabpfError, one_line_errors
 from .report import percentile
 
 MODES = ("off", "latency", "full")
@@ -294,7 +294,6 @@ def bench():
 @click.option("-j", "--json", "as_json", is_flag=True, help="print JSON")
 def bench_fork(vmas, name_len, pages, forks, trace, same_name, as_json):
     """fork() latency of a process with many VMAs, unnamed vs named, and the tracer's overhead."""
-    from .cli import one_line_errors
     one_line_errors(_bench_fork)(vmas, name_len, int(pages), forks, trace, same_name, as_json)
 
 

@@ -4,38 +4,13 @@ exit, never a traceback."""
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from typing import NoReturn
 
 import click
 
 from . import __version__
-from .errors import VmabpfError
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"vmabpf: {message}", err=True)
-    sys.exit(code)
-
-
-def one_line_errors(fn):
-    """Turn VmabpfError (and a few OS errors) into 'vmabpf: ...' and an exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except VmabpfError as e:
-            fail(str(e), e.exit_code)
-        except BrokenPipeError:
-            # output piped into head & co: not an error
-            sys.stderr.close()
-            sys.exit(0)
-        except PermissionError as e:
-            fail(f"permission denied: {e.filename or e}; run as root (sudo vmabpf ...)")
-    return wrapper
+from .errors import one_line_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 
 import click
 
-from .errors import VmabpfError
+from .errors import VmabpfError, one_line_errors
 
 BY = {"vmas": 1, "named": 2, "comm": 3}
 UNITS = {"nsecs": 1, "usecs": 1000, "msecs": 1000000}
@@ -93,7 +93,6 @@ def forklat(pid, milliseconds, microseconds, as_json, by, timestamp, duration, e
 
     With INTERVAL, print and reset every INTERVAL seconds (COUNT times).
     """
-    from .cli import one_line_errors
     one_line_errors(_forklat)(pid, milliseconds, microseconds, as_json, by, timestamp, duration, ebpf, interval,
                               count)
 

@@ -4,32 +4,20 @@ processes."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import click
 
-from .errors import VmabpfError
+from .errors import VmabpfError, one_line_errors
 from .procmaps import SMAPS_COLUMNS, SORT_KEYS, ProcMaps, escape, fragments, group, parse
 
 ADB_TIMEOUT = 120
-
-
-def _one_line_errors(fn):
-    """VmabpfError and OS errors as 'vmabpf: ...' (cli.one_line_errors, imported
-    late: cli imports this module while it is being initialised)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from .cli import one_line_errors
-        return one_line_errors(fn)(*args, **kwargs)
-    return wrapper
 
 
 # -- reading ---------------------------------------------------------------------
@@ -250,7 +238,7 @@ def to_json(pm: ProcMaps, by: str, sort: str, with_fragments: bool) -> dict:
               help="one row per name, or per class as dumpsys meminfo counts them")
 @click.option("--fragments", "with_fragments", is_flag=True,
               help="runs of adjacent anonymous VMAs that differ only in name (merges names prevent)")
-@_one_line_errors
+@one_line_errors
 def maps(pid, path, use_adb, serial, as_json, sort, by, with_fragments):
     """Memory per VMA name and name-caused fragmentation, from smaps.
 

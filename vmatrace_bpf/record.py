@@ -24,7 +24,7 @@ from typing import IO, List
 import click
 
 from . import __version__
-from .errors import VmabpfError
+from .errors import VmabpfError, one_line_errors
 
 FORMAT = "vmabpf-record"
 VERSION = 1
@@ -123,7 +123,6 @@ def record(output, pid, children, duration, force):
     Ctrl-C, SIGTERM, --duration or the process exiting end the recording
     cleanly (footer written, exit 0).
     """
-    from .cli import one_line_errors
     one_line_errors(_record)(output, pid, children, duration, force)
 
 

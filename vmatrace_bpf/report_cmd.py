@@ -20,7 +20,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import click
 
-from .errors import VmabpfError
+from .errors import VmabpfError, one_line_errors
 from .record import FORMAT, VERSION
 
 MAX_WARNINGS = 10  # per file; the rest are counted
@@ -579,7 +579,6 @@ def report(files, pid, as_json, fmt, output):
 
     Needs no BPF and no root: record on the device, report anywhere.
     """
-    from .cli import one_line_errors
     one_line_errors(_report)(files, pid, as_json, fmt, output)
 
 

@@ -11,7 +11,7 @@ from typing import Callable, List, Optional
 
 import click
 
-from .errors import VmabpfError
+from .errors import VmabpfError, one_line_errors
 
 
 def process_state(pid: int) -> Optional[str]:
@@ -141,7 +141,6 @@ def watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force
     With INTERVAL, print a summary every INTERVAL seconds (COUNT times).
     Ctrl-C or SIGTERM prints the final summary and exits 0.
     """
-    from .cli import one_line_errors
     one_line_errors(_watch)(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force, interval, count)
 
 
