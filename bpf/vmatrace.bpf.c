@@ -100,6 +100,29 @@ static __always_inline u32 rd32(const void *p)
 	return v;
 }
 
+/* Function arguments, by the slot the attach plan computed from the function's
+ * BTF prototype (or its evidence): -DARG_<bpf function>_<parameter>=slot.  A
+ * slot is one 8-byte argument word; the first VT_NREG are in registers, the
+ * rest on the stack.  x86_64 (SysV): rdi rsi rdx rcx r8 r9, then stack word n
+ * at sp + 8 * (n + 1) on entry (above the return address).  arm64 (AAPCS64):
+ * x0-x7, then stack word n at sp + 8 * n.  vmatrace_bpf/plan.py
+ * (ARG_REGISTERS) makes the same split. */
+#ifdef VT_ARCH_X86_64
+#define VT_NREG 6
+#define VT_STACK_WORD(ctx, n) rd64((void *)(PT_REGS_SP(ctx) + 8 * ((n) + 1)))
+#define VT_REG(ctx, n) ((n) == 0 ? PT_REGS_PARM1(ctx) : (n) == 1 ? PT_REGS_PARM2(ctx) : \
+			(n) == 2 ? PT_REGS_PARM3(ctx) : (n) == 3 ? PT_REGS_PARM4(ctx) : \
+			(n) == 4 ? PT_REGS_PARM5(ctx) : PT_REGS_PARM6(ctx))
+#else
+#define VT_NREG 8
+#define VT_STACK_WORD(ctx, n) rd64((void *)(PT_REGS_SP(ctx) + 8 * (n)))
+#define VT_REG(ctx, n) ((ctx)->regs[(n) & 7])
+#endif
+/* macros, not helpers: bcc reads ctx directly only inside the probe function itself */
+#define ARG_SLOT(ctx, k) ((k) < VT_NREG ? (u64)VT_REG(ctx, (k)) : VT_STACK_WORD(ctx, (k) - VT_NREG))
+/* ARG(ctx, fn, param): the argument PARAM of the function probe FN is attached to */
+#define ARG(ctx, fn, param) ARG_SLOT(ctx, ARG_##fn##_##param)
+
 /* anon_vma_name(vma): NULL for file VMAs (on 6.1 anon_name shares a union
  * with shared.rb, so a file VMA's "name" there is garbage). */
 static __always_inline struct anon_vma_name *vma_anon_name(struct vm_area_struct *vma)
@@ -282,7 +305,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_prctl)
 /* The arch's syscall wrapper takes the user pt_regs as its one argument. */
 int kp_prctl_enter(struct pt_regs *ctx)
 {
-	struct pt_regs *regs = (struct pt_regs *)PT_REGS_PARM1(ctx);
+	struct pt_regs *regs = (struct pt_regs *)ARG(ctx, kp_prctl_enter, regs);
 	struct pt_regs r = {};
 	bpf_probe_read_kernel(&r, sizeof(r), regs);
 #ifdef VT_ARCH_X86_64
@@ -384,41 +407,26 @@ static __always_inline void merge_done(void *ctx, struct merge_inflight *m, stru
 	submit(ctx, e, sizeof(*e));
 }
 
-#ifdef MERGE_VMA_MERGE
-/* vma_merge(mm, prev, addr, end, vm_flags, anon_vma, file, pgoff, policy,
- *           vm_userfaultfd_ctx, anon_name), <= 6.11.  Arguments past the
- * registers are on the stack: x86_64 passes 6 in registers (stack slot n
- * is at sp + 8 * (n + 1) on entry, above the return address), arm64 passes
- * 8 (slot n at sp + 8 * n; bcc maps only 6, so x6/x7 are read directly). */
-#ifdef VT_ARCH_X86_64
-#define STACK_ARG(ctx, n) rd64((void *)(PT_REGS_SP(ctx) + 8 * ((n) + 1)))
-#define VM_ARG_FILE(ctx) STACK_ARG(ctx, 0)
-#define VM_ARG_PGOFF(ctx) STACK_ARG(ctx, 1)
-#define VM_ARG_UFFD(ctx) STACK_ARG(ctx, 3)
-#define VM_ARG_NAME(ctx) STACK_ARG(ctx, 4)
-#else
-#define STACK_ARG(ctx, n) rd64((void *)(PT_REGS_SP(ctx) + 8 * (n)))
-#define VM_ARG_FILE(ctx) ((ctx)->regs[6])
-#define VM_ARG_PGOFF(ctx) ((ctx)->regs[7])
-#define VM_ARG_UFFD(ctx) STACK_ARG(ctx, 1)
-#define VM_ARG_NAME(ctx) STACK_ARG(ctx, 2)
-#endif
-
+#if defined(MERGE_VMA_MERGE) || defined(MERGE_VMA_MERGE_VMI)
+/* vma_merge(): 5.17-6.2 (mm, prev, addr, end, vm_flags, anon_vma, file, pgoff,
+ * policy, vm_userfaultfd_ctx, anon_name); 6.3+ the same with vmi in front.
+ * Every argument is read at the slot the plan computed for this kernel. */
 int kp_vma_merge(struct pt_regs *ctx)
 {
 	if (!is_watched(bpf_get_current_pid_tgid()))
 		return 0;
 	struct merge_inflight m = {};
 	m.source = VT_SRC_VMA_MERGE;
-	m.prev = (struct vm_area_struct *)PT_REGS_PARM2(ctx);
-	m.req.start = PT_REGS_PARM3(ctx);
-	m.req.end = PT_REGS_PARM4(ctx);
-	m.req.vm_flags = PT_REGS_PARM5(ctx);
-	m.req.anon_vma = (struct anon_vma *)PT_REGS_PARM6(ctx);
-	m.req.file = (struct file *)VM_ARG_FILE(ctx);
-	m.req.pgoff = VM_ARG_PGOFF(ctx);
-	m.req.uffd_ctx = (void *)VM_ARG_UFFD(ctx);
-	m.req.name = (struct anon_vma_name *)VM_ARG_NAME(ctx);
+	m.prev = (struct vm_area_struct *)ARG(ctx, kp_vma_merge, prev);
+	m.req.start = ARG(ctx, kp_vma_merge, addr);
+	m.req.end = ARG(ctx, kp_vma_merge, end);
+	m.req.vm_flags = ARG(ctx, kp_vma_merge, vm_flags);
+	m.req.anon_vma = (struct anon_vma *)ARG(ctx, kp_vma_merge, anon_vma);
+	m.req.file = (struct file *)ARG(ctx, kp_vma_merge, file);
+	m.req.pgoff = ARG(ctx, kp_vma_merge, pgoff);
+	/* struct vm_userfaultfd_ctx { ctx } by value: one word (the plan checked its size) */
+	m.req.uffd_ctx = (void *)ARG(ctx, kp_vma_merge, vm_userfaultfd_ctx);
+	m.req.name = (struct anon_vma_name *)ARG(ctx, kp_vma_merge, anon_name);
 	merge_begin(&m);
 	return 0;
 }
@@ -431,7 +439,7 @@ int kp_can_merge_before(struct pt_regs *ctx)
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct merge_inflight *m = merge_state.lookup(&tid);
 	if (m && !m->next_seen) {
-		m->next = (struct vm_area_struct *)PT_REGS_PARM1(ctx);
+		m->next = (struct vm_area_struct *)ARG(ctx, kp_can_merge_before, vma);
 		m->next_seen = 1;
 		m->next_start = vma_start(m->next);
 		m->next_end = vma_end(m->next);
@@ -449,7 +457,7 @@ int kr_vma_merge(struct pt_regs *ctx)
 	merge_state.delete(&tid);
 	return 0;
 }
-#endif /* MERGE_VMA_MERGE */
+#endif /* MERGE_VMA_MERGE || MERGE_VMA_MERGE_VMI */
 
 #ifdef MERGE_VMG
 /* struct vma_merge_struct (mm/vma.h, 6.12+) is not in the kernel headers:
@@ -480,7 +488,7 @@ int kp_vmg_new(struct pt_regs *ctx)
 		return 0;
 	struct merge_inflight m = {};
 	m.source = VT_SRC_NEW_RANGE;
-	vmg_read_req(&m, (void *)PT_REGS_PARM1(ctx));
+	vmg_read_req(&m, (void *)ARG(ctx, kp_vmg_new, vmg));
 	m.next = (struct vm_area_struct *)rd64(VMG(m.vmg, NEXT));
 	m.next_seen = 1;
 	merge_begin(&m);
@@ -497,7 +505,7 @@ int kp_vmg_existing(struct pt_regs *ctx)
 		return 0;
 	struct merge_inflight m = {};
 	m.source = VT_SRC_EXISTING;
-	vmg_read_req(&m, (void *)PT_REGS_PARM1(ctx));
+	vmg_read_req(&m, (void *)ARG(ctx, kp_vmg_existing, vmg));
 	m.middle_end = vma_end((struct vm_area_struct *)rd64(VMG(m.vmg, MIDDLE)));
 	merge_begin(&m);
 	return 0;
@@ -551,11 +559,11 @@ int kp_split(struct pt_regs *ctx)
 		return 0;
 	u32 tid = (u32)pid_tgid;
 	struct split_inflight s = {};
-	s.vma = (struct vm_area_struct *)PT_REGS_PARM2(ctx);
+	s.vma = (struct vm_area_struct *)ARG(ctx, kp_split, vma);
 	s.start = vma_start(s.vma);
 	s.end = vma_end(s.vma);
-	s.addr = PT_REGS_PARM3(ctx);
-	s.new_below = PT_REGS_PARM4(ctx);
+	s.addr = ARG(ctx, kp_split, addr);
+	s.new_below = (u32)ARG(ctx, kp_split, new_below);
 	split_state.update(&tid, &s);
 	return 0;
 }
@@ -674,7 +682,7 @@ static __always_inline int fork_end(void)
 /* dup_mmap(mm, oldmm) */
 int kp_dup_mmap(struct pt_regs *ctx)
 {
-	return fork_begin((struct mm_struct *)PT_REGS_PARM2(ctx));
+	return fork_begin((struct mm_struct *)ARG(ctx, kp_dup_mmap, oldmm));
 }
 
 int kr_dup_mmap(struct pt_regs *ctx)
@@ -821,10 +829,10 @@ int kr_name_alloc(struct pt_regs *ctx)
 #endif
 
 #ifdef NAME_FREE_PROBE
-/* anon_vma_name_free(struct kref *kref): kref is the first member */
+/* anon_vma_name_free(struct kref *kref): the object around that kref */
 int kp_name_free(struct pt_regs *ctx)
 {
-	u64 key = PT_REGS_PARM1(ctx);
+	u64 key = ARG(ctx, kp_name_free, kref) - offsetof(struct anon_vma_name, kref);
 	return name_obj_event(ctx, VT_EV_NAME_FREE, (struct anon_vma_name *)key, forget_name(key));
 }
 #endif

@@ -25,6 +25,7 @@ KIND_RESTRICT, KIND_FUNC, KIND_FUNC_PROTO, KIND_VAR, KIND_DATASEC = 11, 12, 13, 
 KIND_FLOAT, KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = 16, 17, 18, 19
 
 _MODIFIERS = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
+_MAX_CHAIN = 64  # typedef/qualifier/pointer chains are a handful long in real BTF
 
 
 class BTFError(Exception):
@@ -40,6 +41,27 @@ class Member:
     @property
     def offset(self) -> int:
         return self.bit_offset // 8
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type_id: int
+
+
+@dataclass(frozen=True)
+class Prototype:
+    """A function's BTF prototype: parameters in order and the return type id (0 = void)."""
+
+    func: str
+    params: Tuple[Param, ...]
+    ret_type: int
+
+    def names(self) -> List[str]:
+        return [p.name for p in self.params]
+
+    def text(self) -> str:
+        return f"{self.func}({', '.join(self.names())})"
 
 
 def _extra_size(kind: int, vlen: int) -> int:
@@ -118,15 +140,69 @@ class BTF:
 
     def func_params(self, name: str) -> Optional[List[str]]:
         """Parameter names of function NAME, or None if BTF has no such function."""
-        ids = self._by_name.get((KIND_FUNC, name))
-        if not ids:
+        protos = self.func_prototypes(name)
+        return [p.name for p in protos[0].params] if protos else None
+
+    def func_prototypes(self, name: str) -> List["Prototype"]:
+        """Every distinct prototype BTF records for function NAME (usually one; two static
+        functions of one name in different files can differ).  Empty: no such function."""
+        out: List[Prototype] = []
+        for fid in self._by_name.get((KIND_FUNC, name), []):
+            proto = self._check_id(self._types[fid][5])
+            pos, kind, vlen = self._types[proto][:3]
+            if kind != KIND_FUNC_PROTO:
+                raise BTFError(f"function {name}: type {proto} is not a prototype")
+            unpack = struct.Struct(self._e + "2I").unpack_from
+            params = []
+            for i in range(vlen):
+                name_off, ptype = unpack(self._data, pos + 12 + 8 * i)
+                params.append(Param(self._str(name_off) if name_off else "", self._check_id(ptype)))
+            p = Prototype(name, tuple(params), self._types[proto][5])
+            if p not in out:
+                out.append(p)
+        return out
+
+    def _check_id(self, tid: int) -> int:
+        if not 0 <= tid < len(self._types):
+            raise BTFError(f"type id {tid} out of range")
+        return tid
+
+    def type_size(self, tid: int) -> Optional[int]:
+        """Size in bytes of type TID (typedefs and qualifiers skipped), None when it has none (void,
+        function)."""
+        tid = self.resolve(tid)
+        kind, size = self._types[tid][1], self._types[tid][5]
+        if tid == 0 or kind in (KIND_FUNC, KIND_FUNC_PROTO, KIND_FWD):
             return None
-        proto = self._types[ids[0]][5]
-        pos, kind, vlen = self._types[proto][:3]
-        if kind != KIND_FUNC_PROTO:
+        if kind == KIND_PTR:
+            return 8
+        if kind == KIND_ARRAY:
             return None
-        unpack = struct.Struct(self._e + "2I").unpack_from
-        return [self._str(unpack(self._data, pos + 12 + 8 * i)[0]) for i in range(vlen)]
+        return size
+
+    def type_desc(self, tid: int) -> str:
+        """'ptr struct vm_area_struct', 'int', 'unsigned long', 'struct vm_userfaultfd_ctx', 'void'."""
+        t = self.resolve(tid)
+        desc = []
+        for _ in range(_MAX_CHAIN):
+            if self.kind(t) != KIND_PTR:
+                break
+            desc.append("ptr")
+            t = self.resolve(self._types[t][5])
+        if t == 0:
+            desc.append("void")
+            return " ".join(desc)
+        kind = self.kind(t)
+        prefix = {KIND_STRUCT: "struct ", KIND_UNION: "union ", KIND_ENUM: "enum ", KIND_ENUM64: "enum "}.get(kind, "")
+        desc.append(prefix + (self.name(t) or "?"))
+        return " ".join(desc)
+
+    def is_struct(self, tid: int) -> bool:
+        return self.kind(self.resolve(tid)) in (KIND_STRUCT, KIND_UNION)
+
+    def is_scalar(self, tid: int) -> bool:
+        """An integer, enum or pointer: passed in one general-purpose register."""
+        return self.kind(self.resolve(tid)) in (KIND_INT, KIND_ENUM, KIND_ENUM64, KIND_PTR)
 
     def struct_id(self, name: str) -> Optional[int]:
         for kind in (KIND_STRUCT, KIND_UNION):
@@ -149,10 +225,13 @@ class BTF:
         return out
 
     def resolve(self, tid: int) -> int:
-        """Skip typedefs and qualifiers."""
-        while self._types[tid][1] in _MODIFIERS:
+        """Skip typedefs and qualifiers (a chain that loops or never ends is malformed BTF)."""
+        for _ in range(_MAX_CHAIN):
+            tid = self._check_id(tid)
+            if self._types[tid][1] not in _MODIFIERS:
+                return tid
             tid = self._types[tid][5]
-        return tid
+        raise BTFError(f"type {tid}: typedef/qualifier chain longer than {_MAX_CHAIN} (a loop?)")
 
     def member_offset(self, struct_name: str, member: str) -> Optional[int]:
         """Byte offset of MEMBER (a dotted path allowed) in struct STRUCT_NAME.
@@ -193,12 +272,4 @@ class BTF:
         found = self._find_member(tid, member)
         if found is None:
             return None
-        t = self.resolve(found[1])
-        desc = []
-        while self.kind(t) == KIND_PTR:
-            desc.append("ptr")
-            t = self.resolve(self._types[t][5])
-        kind = self.kind(t)
-        prefix = {KIND_STRUCT: "struct ", KIND_UNION: "union ", KIND_INT: ""}.get(kind, "")
-        desc.append(prefix + (self.name(t) or "?"))
-        return " ".join(desc)
+        return self.type_desc(found[1])

@@ -180,6 +180,11 @@ class KernelInfo:
         ff = self.filter_functions
         return ff is None or symbol in ff
 
+    @staticmethod
+    def is_clone(symbol: str) -> bool:
+        """A GCC clone (.isra/.constprop/.part/...): its calling convention is not the source's."""
+        return bool(_CLONE_RE.match(symbol))
+
     def find_function(self, base: str) -> Optional[str]:
         """First probe-able name for function BASE (exact name preferred over a clone)."""
         for name in self.text_symbol_names(base):
@@ -209,11 +214,13 @@ class KernelInfo:
 
     # -- misc ------------------------------------------------------------------
     def syscall_symbol(self, call: str) -> Optional[str]:
-        """The traceable entry symbol of syscall CALL on this arch (wrapper names differ)."""
-        prefixes = {"x86_64": ("__x64_sys_", "__ia32_sys_"), "arm64": ("__arm64_sys_",)}.get(self.arch, ())
-        for p in prefixes + ("__se_sys_", "sys_"):
-            if self.traceable(p + call):
-                return p + call
+        """The traceable pt_regs wrapper of 64-bit syscall CALL on this arch, or None.
+
+        Only the wrappers that take the user's registers as their one argument: ``sys_*`` and
+        ``__se_sys_*`` take the syscall's own arguments, and ``__ia32_sys_*`` serves 32-bit tasks."""
+        prefix = {"x86_64": "__x64_sys_", "arm64": "__arm64_sys_"}.get(self.arch)
+        if prefix and self.traceable(prefix + call):
+            return prefix + call
         return None
 
 

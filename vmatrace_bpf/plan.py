@@ -18,11 +18,20 @@ from .kernel import KernelInfo
 
 @dataclass(frozen=True)
 class Probe:
-    """One attach point.  KIND is kprobe, kretprobe or tracepoint.
+    """One attach point.  KIND is kprobe, kretprobe, kretfunc or tracepoint.
 
     For kprobes, CANDIDATES are function names tried in order (the first one
     traceable here wins, clones included); FN is the BPF function to attach.
     For tracepoints, CANDIDATES holds "category:event".
+
+    ARGS is the signature the BPF function relies on: the parameters it reads
+    (or that pin the function's identity), as "name@position" words with
+    1-based positions, e.g. "prev@2 addr@3 anon_name@11".  RET is the type
+    of the return value it reads ("ptr struct vm_area_struct", "int").  The
+    plan checks both against the function's BTF prototype, and places each
+    parameter in a register or stack slot for the BPF program
+    (-DARG_<fn>_<name>=slot).  A probe that reads nothing of the function
+    has neither.
     """
 
     kind: str
@@ -30,6 +39,30 @@ class Probe:
     fn: str
     optional: bool = False  # the variant works without it, knowing less
     macro: str = ""  # defined (=1) for the BPF program when this probe is attached
+    args: str = ""
+    ret: str = ""
+
+    def params(self) -> List[Tuple[str, int]]:
+        """[(name, 1-based position)] from ARGS."""
+        out = []
+        for word in self.args.split():
+            name, _, pos = word.partition("@")
+            out.append((name, int(pos)))
+        return out
+
+    @property
+    def reads_function(self) -> bool:
+        return bool(self.args or self.ret)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a variant's signatures hold on a kernel without BTF: every word of REQUIRES
+    must hold ("sym": in kallsyms, "!sym": not in kallsyms, "CONFIG_X=y": in the
+    kernel config).  NOTE names the kernel commits that make this evidence enough."""
+
+    requires: Tuple[str, ...]
+    note: str
 
 
 @dataclass(frozen=True)
@@ -48,6 +81,8 @@ class Variant:
     probes: Tuple[Probe, ...]
     note: str
     offsets: Tuple[Offset, ...] = ()
+    # without BTF: accepted only on this evidence (None: never; the signatures need BTF)
+    without_btf: Optional[Evidence] = None
 
 
 @dataclass(frozen=True)
@@ -59,11 +94,20 @@ class Capability:
     missing_hint: str
 
 
-def _kp(fn_entry: str, fn_ret: Optional[str], *cands: str) -> Tuple[Probe, ...]:
-    out = [Probe("kprobe", tuple(cands), fn_entry)]
+def _kp(fn_entry: str, fn_ret: Optional[str], *cands: str, args: str = "", ret: str = "") -> Tuple[Probe, ...]:
+    """A kprobe reading ARGS and, with FN_RET, a kretprobe reading the return value of type RET."""
+    out = [Probe("kprobe", tuple(cands), fn_entry, args=args)]
     if fn_ret:
-        out.append(Probe("kretprobe", tuple(cands), fn_ret))
+        out.append(Probe("kretprobe", tuple(cands), fn_ret, ret=ret))
     return tuple(out)
+
+
+# Evidence for signatures that have not changed, in the positions read, in any kernel
+# with struct anon_vma_name (5.17, commit 78db3412833d "mm: add anonymous vma name
+# refcounting") up to 7.2; "anon_vma_name_alloc" in kallsyms marks such a kernel.
+_STABLE = Evidence(("anon_vma_name_alloc",), "unchanged in the positions read from 5.17 to 7.2 (checked in "
+                   "the kernel sources); anon_vma_name_alloc in kallsyms marks a kernel with struct anon_vma_name")
+_VMA = "ptr struct vm_area_struct"
 
 
 _VMG_OFFSETS = tuple(
@@ -77,6 +121,16 @@ _VMG_OFFSETS = tuple(
     Offset("VMG_UFFD_OFF", "vma_merge_struct", "uffd_ctx"),
 )
 
+# The merge path's signatures.  vma_merge() kept its name while its argument list moved;
+# the BPF program reads every argument at the slot the plan computes from the matching row.
+_VMA_MERGE_61 = ("mm@1 prev@2 addr@3 end@4 vm_flags@5 anon_vma@6 file@7 pgoff@8 vm_userfaultfd_ctx@10 "
+                 "anon_name@11")
+_VMA_MERGE_VMI = ("vmi@1 mm@2 prev@3 addr@4 end@5 vm_flags@6 anon_vma@7 file@8 pgoff@9 vm_userfaultfd_ctx@11 "
+                  "anon_name@12")
+# can_vma_merge_before(vma, vm_flags, anon_vma, file, vm_pgoff, vm_userfaultfd_ctx, anon_name): vma_merge()
+# passes it the next VMA, and only when it looks at that VMA.
+_CAN_MERGE_BEFORE = Probe("kprobe", ("can_vma_merge_before",), "kp_can_merge_before", optional=True, args="vma@1")
+
 CAPABILITIES: Tuple[Capability, ...] = (
     Capability(
         "prctl", "names set with prctl(PR_SET_VMA_ANON_NAME) and their result",
@@ -84,82 +138,109 @@ CAPABILITIES: Tuple[Capability, ...] = (
             Variant("syscall-tracepoints", "PRCTL_TRACEPOINT",
                     (Probe("tracepoint", ("syscalls:sys_enter_prctl",), "tp_prctl_enter"),
                      Probe("tracepoint", ("syscalls:sys_exit_prctl",), "tp_prctl_exit")),
-                    "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)"),
+                    "syscall tracepoints (CONFIG_FTRACE_SYSCALLS): fields by name, no function read"),
             Variant("syscall-kprobe", "PRCTL_KPROBE",
-                    _kp("kp_prctl_enter", "kr_prctl_exit", "@syscall:prctl"),
-                    "kprobe on the arch's prctl syscall wrapper (pt_regs-based, 4.17+)"),
+                    _kp("kp_prctl_enter", "kr_prctl_exit", "@syscall:prctl", args="regs@1", ret="long int"),
+                    "kprobe on the arch's pt_regs syscall wrapper (__x64_sys_prctl: 4.17, commit fa697140f9a2 "
+                    "'syscalls/x86: Use struct pt_regs based syscall calling for 64-bit syscalls'; "
+                    "__arm64_sys_prctl: 4.19, commit 4378a7d4be30 'arm64: implement syscall wrappers')",
+                    without_btf=Evidence(("anon_vma_name_alloc",), "only the pt_regs wrappers are probed "
+                                         "(__x64_sys_*/__arm64_sys_*), which take the user registers as argument 1 "
+                                         "by construction")),
         ),
         "enable CONFIG_FTRACE_SYSCALLS (or kprobes on the prctl syscall)"),
     Capability(
         "merge", "VMA merge attempts, outcome and why a merge failed",
         (
             Variant("vma_merge", "MERGE_VMA_MERGE",
-                    _kp("kp_vma_merge", "kr_vma_merge", "vma_merge")
-                    + (Probe("kprobe", ("can_vma_merge_before",), "kp_can_merge_before", optional=True),),
-                    "vma_merge(mm, prev, addr, end, vm_flags, anon_vma, file, pgoff, policy, uffd_ctx, anon_name): "
-                    "up to 6.11; the name (arg 11) was added in 5.17"),
+                    _kp("kp_vma_merge", "kr_vma_merge", "vma_merge", args=_VMA_MERGE_61, ret=_VMA)
+                    + (_CAN_MERGE_BEFORE,),
+                    "vma_merge(mm, prev, addr, end, vm_flags, anon_vma, file, pgoff, policy, vm_userfaultfd_ctx, "
+                    "anon_name), 5.17 to 6.2: anon_name (argument 11) since 5.17, commit 9a10064f5625 'mm: add a "
+                    "field to store names for private anonymous memory'",
+                    without_btf=Evidence(
+                        ("__vma_adjust", "anon_vma_name_alloc", "CONFIG_USERFAULTFD=y"),
+                        "__vma_adjust() was removed in 6.3 (commit 7c9813e88e09 'mm: remove __vma_adjust()') in the "
+                        "series that put vmi first in vma_merge(); with CONFIG_USERFAULTFD the uffd context argument "
+                        "is one word, so every argument is one slot")),
+            Variant("vma_merge-vmi", "MERGE_VMA_MERGE_VMI",
+                    _kp("kp_vma_merge", "kr_vma_merge", "vma_merge", args=_VMA_MERGE_VMI, ret=_VMA)
+                    + (_CAN_MERGE_BEFORE,),
+                    "vma_merge(vmi, mm, prev, addr, end, vm_flags, anon_vma, file, pgoff, policy, "
+                    "vm_userfaultfd_ctx, anon_name), 6.3 to 6.7: vmi added in 6.3 by commit 9760ebffbf55 'mm: "
+                    "switch vma_merge(), split_vma(), and __split_vma to vma iterator'; every other argument moved "
+                    "one slot"),
             Variant("vma_merge_struct", "MERGE_VMG",
-                    _kp("kp_vmg_new", "kr_vmg_new", "vma_merge_new_range")
-                    + _kp("kp_vmg_existing", "kr_vmg_existing", "vma_merge_existing_range", "vma_modify"),
+                    _kp("kp_vmg_new", "kr_vmg_new", "vma_merge_new_range", args="vmg@1", ret=_VMA)
+                    + _kp("kp_vmg_existing", "kr_vmg_existing", "vma_merge_existing_range", "vma_modify",
+                          args="vmg@1", ret=_VMA),
                     "struct vma_merge_struct, 6.12+ (commit 'mm: introduce vma_merge_struct'); "
                     "vma_merge_existing_range is usually inlined into vma_modify",
                     _VMG_OFFSETS),
         ),
-        "no known merge entry point (vma_merge / vma_merge_new_range) is traceable"),
+        "no known merge entry point (vma_merge / vma_merge_new_range) is traceable with a known signature"),
     Capability(
         "split", "VMA splits and the name refcount after them",
         (
-            Variant("__split_vma", "SPLIT_PROBE", _kp("kp_split", "kr_split", "__split_vma", "split_vma"),
-                    "__split_vma(mm|vmi, vma, addr, new_below): vma is argument 2 in every version"),
+            Variant("__split_vma", "SPLIT_PROBE",
+                    _kp("kp_split", "kr_split", "__split_vma", "split_vma", args="vma@2 addr@3 new_below@4",
+                        ret="int"),
+                    "__split_vma(mm, vma, addr, new_below); 6.3+ (mm replaced by vmi, commit 9760ebffbf55): "
+                    "vma, addr and new_below keep their places",
+                    without_btf=_STABLE),
         ),
-        "__split_vma and split_vma are both inlined or notrace"),
+        "__split_vma and split_vma are both inlined or notrace, or their signature is not the known one"),
     Capability(
         "fork", "fork(): dup_mmap latency, map_count, child pid",
         (
             Variant("dup_mmap", "FORK_DUP_MMAP",
-                    _kp("kp_dup_mmap", "kr_dup_mmap", "dup_mmap")
+                    _kp("kp_dup_mmap", "kr_dup_mmap", "dup_mmap", args="mm@1 oldmm@2")
                     + (Probe("tracepoint", ("sched:sched_process_fork",), "tp_sched_fork"),),
-                    "dup_mmap(mm, oldmm): static in kernel/fork.c (often inlined), global in mm/mmap.c from 6.16"),
+                    "dup_mmap(mm, oldmm): static in kernel/fork.c (often inlined), global in mm/mmap.c from 6.16",
+                    without_btf=_STABLE),
             Variant("uprobe_dup_mmap-window", "FORK_UPROBE_WINDOW",
                     _kp("kp_dup_mmap_start", None, "uprobe_start_dup_mmap")
                     + _kp("kp_dup_mmap_end", None, "uprobe_end_dup_mmap")
                     + (Probe("tracepoint", ("sched:sched_process_fork",), "tp_sched_fork"),),
-                    "dup_mmap inlined: the uprobe_start_dup_mmap()..uprobe_end_dup_mmap() calls bracket it"),
+                    "dup_mmap inlined: the uprobe_start_dup_mmap()..uprobe_end_dup_mmap() calls bracket it "
+                    "(no arguments read: the parent's mm is current->mm)"),
         ),
         "dup_mmap is inlined and the uprobe_*_dup_mmap bracket is missing (CONFIG_UPROBES?)"),
     Capability(
         "vma_dup", "vm_area_dup(): name refcount increments in fork and split",
         (
             Variant("vm_area_dup-fexit", "VMA_DUP_KRETFUNC",
-                    (Probe("kretfunc", ("vm_area_dup",), "kretfunc__vmlinux__vm_area_dup"),),
+                    (Probe("kretfunc", ("vm_area_dup",), "kretfunc__vmlinux__vm_area_dup", args="orig@1", ret=_VMA),),
                     "fexit (BPF trampoline, x86_64 with BTF): far cheaper than a kretprobe on a function "
                     "called once per VMA in fork"),
-            Variant("vm_area_dup", "VMA_DUP_PROBE", (Probe("kretprobe", ("vm_area_dup",), "kr_vm_area_dup"),),
-                    "vm_area_dup() copies the anon_name pointer and takes a reference (5.17+)"),
+            Variant("vm_area_dup", "VMA_DUP_PROBE",
+                    (Probe("kretprobe", ("vm_area_dup",), "kr_vm_area_dup", ret=_VMA),),
+                    "vm_area_dup() copies the anon_name pointer and takes a reference (5.17+)",
+                    without_btf=_STABLE),
         ),
         "vm_area_dup is not traceable"),
     Capability(
         "name_alloc", "anon_vma_name objects allocated",
         (
             Variant("anon_vma_name_alloc", "NAME_ALLOC_PROBE",
-                    (Probe("kretprobe", ("anon_vma_name_alloc",), "kr_name_alloc"),),
-                    "anon_vma_name_alloc(name), mm/madvise.c, 5.17+"),
+                    (Probe("kretprobe", ("anon_vma_name_alloc",), "kr_name_alloc", ret="ptr struct anon_vma_name"),),
+                    "anon_vma_name_alloc(name), mm/madvise.c, 5.17+",
+                    without_btf=_STABLE),
         ),
         "anon_vma_name_alloc is not traceable (CONFIG_ANON_VMA_NAME off?)"),
     Capability(
         "name_free", "anon_vma_name objects freed (last reference dropped)",
         (
             Variant("anon_vma_name_free", "NAME_FREE_PROBE",
-                    (Probe("kprobe", ("anon_vma_name_free",), "kp_name_free"),
+                    (Probe("kprobe", ("anon_vma_name_free",), "kp_name_free", args="kref@1"),
                      Probe("tracepoint", ("kmem:kfree",), "tp_kfree", optional=True, macro="NAME_FREE_KFREE")),
                     "anon_vma_name_free(kref), the kref release function, 5.17+; the compiler may also inline it "
                     "into callers in mm/madvise.c (7.x: set_anon_vma_name), so kfree() of a name object seen "
-                    "allocated is watched too"),
+                    "allocated is watched too",
+                    without_btf=_STABLE),
         ),
         "anon_vma_name_free is not traceable (CONFIG_ANON_VMA_NAME off?)"),
 )
-
-CAPABILITY_NAMES = tuple(c.name for c in CAPABILITIES)
 
 
 @dataclass
@@ -177,10 +258,20 @@ class Choice:
     defines: Dict[str, int] = field(default_factory=dict)
     rejected: List[Tuple[str, str]] = field(default_factory=list)  # (variant, why)
     degraded: List[str] = field(default_factory=list)  # optional probes missing from the chosen variant
+    checked: List[str] = field(default_factory=list)  # the signatures the chosen variant was accepted on
+    forced: bool = False
 
     @property
     def ok(self) -> bool:
         return self.variant is not None
+
+    def why_missing(self) -> str:
+        """One line: why no variant was chosen."""
+        if self.ok:
+            return ""
+        if not self.rejected:
+            return self.capability.missing_hint
+        return "; ".join(f"{v}: {w}" for v, w in self.rejected)
 
     def to_json(self) -> dict:
         return {
@@ -189,8 +280,10 @@ class Choice:
             "probes": [{"kind": p.kind, "target": p.target} for p in self.probes],
             "defines": dict(self.defines),
             "note": self.variant.note if self.variant else self.capability.missing_hint,
+            "signatures": list(self.checked),
             "rejected": [{"variant": v, "why": w} for v, w in self.rejected],
             "degraded": list(self.degraded),
+            "forced": self.forced,
         }
 
 
@@ -215,38 +308,156 @@ class Plan:
     def missing(self) -> List[str]:
         return [name for name, ch in self.choices.items() if not ch.ok]
 
+    def missing_line(self) -> str:
+        """'merge (vma_merge: ...; vma_merge_struct: ...)' for every missing capability, or ''."""
+        return "; ".join(f"{name} ({self.choices[name].why_missing()})" for name in self.missing)
+
+    def forced_failures(self) -> List[str]:
+        """'CAP=VARIANT: why' for each --force pin this kernel refused."""
+        return [f"{name}={ch.rejected[0][0]}: {ch.rejected[0][1]}" for name, ch in self.choices.items()
+                if ch.forced and not ch.ok and ch.rejected]
+
     def to_json(self) -> dict:
         return {"release": self.release, "arch": self.arch,
                 "capabilities": [ch.to_json() for ch in self.choices.values()]}
 
 
-def _resolve_probe(kinfo: KernelInfo, probe: Probe) -> Tuple[Optional[str], str]:
-    """(target, "") when the probe can attach here, else (None, why)."""
+# Arguments a function receives in registers before the rest go on the stack, one 8-byte slot
+# each (x86_64 SysV: rdi rsi rdx rcx r8 r9; arm64 AAPCS64: x0-x7).  The BPF program maps slot
+# numbers to registers and stack addresses the same way (ARG() in bpf/vmatrace.bpf.c).
+ARG_REGISTERS = {"x86_64": 6, "arm64": 8}
+
+
+def _target_candidates(kinfo: KernelInfo, probe: Probe) -> Tuple[List[str], List[str]]:
+    """(probe-able symbols for PROBE in order of preference, what was looked for)."""
+    found, tried = [], []
+    for cand in probe.candidates:
+        if cand.startswith("@syscall:"):
+            call = cand.split(":", 1)[1]
+            tried.append(f"the {call} syscall wrapper")
+            sym = kinfo.syscall_symbol(call)
+            if sym:
+                found.append(sym)
+        else:
+            tried.append(cand)
+            found.extend(n for n in kinfo.text_symbol_names(cand) if kinfo.traceable(n))
+    return found, tried
+
+
+def _describe(proto, keep: int = 4) -> str:
+    names = proto.names()
+    return "(" + ", ".join(names[:keep] + (["…"] if len(names) > keep else [])) + ")"
+
+
+def _reads(probe: Probe) -> str:
+    return " ".join(w for w in (probe.args, f"returns {probe.ret}" if probe.ret else "") if w)
+
+
+def _evidence_holds(kinfo: KernelInfo, word: str) -> bool:
+    if word.startswith("CONFIG_"):
+        name, _, want = word[len("CONFIG_"):].partition("=")
+        return kinfo.config is not None and kinfo.config.get(name) == want
+    if word.startswith("!"):
+        return bool(kinfo.symbols) and word[1:] not in kinfo.symbols
+    return word in kinfo.symbols
+
+
+def _place_args(btf, proto, probe: Probe, arch: str) -> Tuple[Optional[Dict[str, int]], str]:
+    """{param: slot} for PROBE's parameters, from the types of every parameter up to the last one read."""
+    params = probe.params()
+    want = {pos: name for name, pos in params}
+    slots: Dict[str, int] = {}
+    slot = 0
+    for i, p in enumerate(proto.params[:max(want, default=0)], start=1):
+        size = btf.type_size(p.type_id)
+        one_word = size is not None and 0 < size <= 8 and (
+            btf.is_scalar(p.type_id)
+            or (btf.is_struct(p.type_id) and all(btf.is_scalar(m.type_id) for m in btf.members(btf.resolve(p.type_id)))))
+        if not one_word:
+            # an empty struct (its option compiled out), a float, or an aggregate over 8 bytes: the
+            # ABI places it (and so everything after it) in ways this plan does not model
+            return None, (f"argument {i} ({p.name}: {btf.type_desc(p.type_id)}, {size} bytes) is not one "
+                          f"register-sized word: the places of the arguments after it are not computed")
+        if i in want:
+            slots[want[i]] = slot
+        slot += 1
+    if arch not in ARG_REGISTERS and any(s >= 1 for s in slots.values()):
+        return None, f"argument registers of {arch} are not known"
+    return slots, ""
+
+
+def _check_signature(kinfo: KernelInfo, probe: Probe, target: str,
+                     variant: Variant) -> Tuple[Optional[Dict[str, int]], str]:
+    """(slot of each parameter read, what was checked) when PROBE may read TARGET's arguments here;
+    (None, why not) otherwise."""
+    if not probe.reads_function:
+        return {}, ""
+    if kinfo.is_clone(target):
+        return None, (f"{target} is a GCC clone: its arguments may be dropped or reordered, and BTF describes "
+                      f"only the original function")
+    if kinfo.btf is None:
+        ev = variant.without_btf
+        if ev is None:
+            return None, f"no BTF to check {target}'s signature ({_reads(probe)}) against, and no other evidence for it"
+        missing = [w for w in ev.requires if not _evidence_holds(kinfo, w)]
+        if missing:
+            return None, (f"no BTF to check {target}'s signature, and the evidence for it does not hold here "
+                          f"(missing: {', '.join(missing)})")
+        return ({name: pos - 1 for name, pos in probe.params()},
+                f"{target}: {_reads(probe)} [no BTF: on evidence {' '.join(ev.requires)}]")
+    btf = kinfo.btf
+    protos = btf.func_prototypes(target)
+    if not protos:
+        return None, f"BTF has no prototype for {target}"
+    if len(protos) > 1:
+        return None, (f"BTF has {len(protos)} different prototypes for {target} "
+                      f"({'; '.join(p.text() for p in protos)}): which one is probed cannot be told")
+    proto = protos[0]
+    names = proto.names()
+    for name, pos in probe.params():
+        if pos > len(names) or names[pos - 1] != name:
+            where = f"{name} is argument {names.index(name) + 1}" if name in names else f"no argument {name}"
+            return None, (f"BTF has {target}{_describe(proto)}: argument order differs ({where}, expected {pos}; "
+                          f"reads {probe.args})")
+    if probe.ret:
+        got = btf.type_desc(proto.ret_type)
+        if got != probe.ret:
+            return None, f"BTF has {target} returning {got}, expected {probe.ret}"
+    slots, why = _place_args(btf, proto, probe, kinfo.arch)
+    if slots is None:
+        return None, f"{target}: {why}"
+    return slots, f"{proto.text()} [BTF]: {_reads(probe)}: match"
+
+
+def _resolve_probe(kinfo: KernelInfo, probe: Probe, variant: Variant) -> Tuple[Optional[str], Dict[str, int], str]:
+    """(target, defines, what was checked) when the probe can attach here, else (None, {}, why)."""
     if probe.kind in ("kfunc", "kretfunc"):
         if not kinfo.kfunc_capable:
-            return None, ("no fentry/fexit here (needs x86_64, BTF and BPF trampolines; bcc's "
-                          "support_kfunc() is x86_64-only)")
+            return None, {}, ("no fentry/fexit here (needs x86_64, BTF and BPF trampolines; bcc's "
+                              "support_kfunc() is x86_64-only)")
         for cand in probe.candidates:
             if kinfo.has_btf_func(cand) and kinfo.traceable(cand):
-                return cand, ""
-        return None, f"BTF has no traceable function {' / '.join(probe.candidates)}"
+                slots, checked = _check_signature(kinfo, probe, cand, variant)
+                if slots is None:
+                    return None, {}, checked
+                return cand, {}, checked  # fentry/fexit arguments are typed: no slots
+        return None, {}, f"BTF has no traceable function {' / '.join(probe.candidates)}"
     if probe.kind == "tracepoint":
         for cand in probe.candidates:
             cat, event = cand.split(":", 1)
             if kinfo.has_tracepoint(cat, event):
-                return cand, ""
-        return None, f"no tracepoint {', '.join(probe.candidates)}"
-    tried = []
-    for cand in probe.candidates:
-        if cand.startswith("@syscall:"):
-            sym = kinfo.syscall_symbol(cand.split(":", 1)[1])
-            tried.append(f"the {cand.split(':', 1)[1]} syscall wrapper")
-        else:
-            sym = kinfo.find_function(cand)
-            tried.append(cand)
-        if sym:
-            return sym, ""
-    return None, "not traceable here: " + " / ".join(tried) + " (inlined, notrace or absent)"
+                return cand, {}, ""
+        return None, {}, f"no tracepoint {', '.join(probe.candidates)}"
+    found, tried = _target_candidates(kinfo, probe)
+    if not found:
+        return None, {}, "not traceable here: " + " / ".join(tried) + " (inlined, notrace or absent)"
+    refusals = []
+    for sym in found:
+        slots, checked = _check_signature(kinfo, probe, sym, variant)
+        if slots is not None:
+            return sym, {f"ARG_{probe.fn}_{name}": slot for name, slot in slots.items()}, checked
+        refusals.append(checked)
+    return None, {}, "; ".join(refusals)
 
 
 def _resolve_offset(kinfo: KernelInfo, off: Offset) -> Tuple[Optional[int], str]:
@@ -276,43 +487,54 @@ def parse_force(specs: Sequence[str]) -> Dict[str, str]:
     return out
 
 
+def _try_variant(kinfo: KernelInfo, variant: Variant, choice: Choice):
+    """(probes, defines, checked, degraded, "") when VARIANT holds here, else (..., why)."""
+    resolved: List[ResolvedProbe] = []
+    defines: Dict[str, int] = {}
+    checked: List[str] = []
+    degraded: List[str] = []
+    for probe in variant.probes:
+        target, probe_defines, note = _resolve_probe(kinfo, probe, variant)
+        if target is None:
+            if probe.optional:
+                degraded.append(note)
+                continue
+            return resolved, defines, checked, degraded, note
+        resolved.append(ResolvedProbe(probe.kind, target, probe.fn))
+        defines.update(probe_defines)
+        if note and note not in checked:
+            checked.append(note)
+        if probe.macro:
+            defines[probe.macro] = 1
+    for off in variant.offsets:
+        val, why = _resolve_offset(kinfo, off)
+        if val is None:
+            return resolved, defines, checked, degraded, why
+        defines[off.macro] = val
+    return resolved, defines, checked, degraded, ""
+
+
 def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES,
            force: Optional[Dict[str, str]] = None, only: Optional[Sequence[str]] = None) -> Plan:
     """The plan for KINFO.  FORCE pins a capability to one variant (to test a
-    fallback on a kernel that has the preferred one); ONLY limits the plan to
-    some capabilities (others are left out, not reported missing)."""
+    fallback on a kernel that has the preferred one): a pinned variant must pass
+    the same checks, or the capability is missing (``Plan.forced_failures``).
+    ONLY limits the plan to some capabilities (others are left out, not reported missing)."""
     force = force or {}
     choices: Dict[str, Choice] = {}
     for cap in capabilities:
         if only is not None and cap.name not in only:
             continue
-        choice = Choice(cap, None)
+        choice = Choice(cap, None, forced=cap.name in force)
         for variant in cap.variants:
             if cap.name in force and variant.name != force[cap.name]:
                 continue
-            resolved, defines, why = [], {}, ""  # type: List[ResolvedProbe], Dict[str, int], str
-            for probe in variant.probes:
-                target, why = _resolve_probe(kinfo, probe)
-                if target is None and probe.optional:
-                    choice.degraded.append(why)
-                    why = ""
-                    continue
-                if target is None:
-                    break
-                resolved.append(ResolvedProbe(probe.kind, target, probe.fn))
-                if probe.macro:
-                    defines[probe.macro] = 1
-            if not why:
-                for off in variant.offsets:
-                    val, why = _resolve_offset(kinfo, off)
-                    if val is None:
-                        break
-                    defines[off.macro] = val
+            probes, defines, checked, degraded, why = _try_variant(kinfo, variant, choice)
             if why:
                 choice.rejected.append((variant.name, why))
-                choice.degraded = []
                 continue
-            choice.variant, choice.probes, choice.defines = variant, resolved, defines
+            choice.variant, choice.probes, choice.defines = variant, probes, defines
+            choice.checked, choice.degraded = checked, degraded
             break
         choices[cap.name] = choice
     return Plan(kinfo.release, kinfo.arch, choices)

@@ -8,7 +8,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 DATA = os.path.join(REPO, "tests", "data")
 SHARED_VM = os.path.abspath(os.environ.get("VMABPF_SHARED", os.path.join(REPO, "..", "shared")) + "/vm")
-KERNELS = {("x86_64", "6.1.192"), ("x86_64", "6.12.117"), ("x86_64", "7.2.13"), ("arm64", "6.12.117")}
+KERNELS = {("x86_64", "6.1.192"), ("x86_64", "6.6.87"), ("x86_64", "6.12.117"), ("x86_64", "7.2.13"),
+           ("arm64", "6.6.87"), ("arm64", "6.12.117")}
 
 
 def btf_path(arch, release):

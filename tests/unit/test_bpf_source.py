@@ -38,3 +38,21 @@ def test_vmg_offsets_are_all_used():
             for off in v.offsets:
                 field = off.macro[len("VMG_"):-len("_OFF")]
                 assert f"VMG(" in SRC and re.search(rf"VMG\([^,]+, {field}\)", SRC), off.macro
+
+
+def test_every_argument_read_is_declared_in_the_plan():
+    """ARG(ctx, fn, param) in the BPF program <-> the probe attaching fn declares param@position:
+    the positions come only from the plan's signatures (checked against BTF), never from the C."""
+    used = set(re.findall(r"\bARG\(ctx, (\w+), (\w+)\)", SRC))
+    assert used, "the program reads no argument through ARG()"
+    declared = {}
+    for cap in CAPABILITIES:
+        for v in cap.variants:
+            for p in v.probes:
+                for name, _pos in p.params():
+                    declared.setdefault(p.fn, set()).add(name)
+    for fn, param in used:
+        assert param in declared.get(fn, set()), f"{fn} reads {param}, which no probe of {fn} declares"
+    # and no probe reads a raw register behind the plan's back
+    body = SRC[SRC.index("#define ARG(ctx, fn, param)"):]
+    assert "PT_REGS_PARM" not in body and "regs[" not in body.replace("r.regs[", "")

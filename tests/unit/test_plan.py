@@ -30,7 +30,8 @@ def test_6_12_uses_vma_merge_struct_and_fork_window(saved_kernel):
     # vma_merge_existing_range is inlined into vma_modify on this build
     assert targets(merge) == [("kprobe", "vma_merge_new_range"), ("kretprobe", "vma_merge_new_range"),
                               ("kprobe", "vma_modify"), ("kretprobe", "vma_modify")]
-    assert merge.rejected == [("vma_merge", "not traceable here: vma_merge (inlined, notrace or absent)")]
+    assert merge.rejected == [("vma_merge", "not traceable here: vma_merge (inlined, notrace or absent)"),
+                              ("vma_merge-vmi", "not traceable here: vma_merge (inlined, notrace or absent)")]
     assert merge.defines["VMG_ANON_NAME_OFF"] == 104 and merge.defines["VMG_STATE_OFF"] == 116
     assert merge.defines["VMG_MIDDLE_OFF"] == 40  # 6.12 calls it "vma"
     fork = plan.choices["fork"]
@@ -51,7 +52,9 @@ def test_arm64_names_without_btf(saved_kernel):
     plan = choose(k)
     # without BTF the private struct's layout is unknown: merge is missing, and says why
     assert plan.choices["merge"].variant is None
-    assert any("needs BTF" in why for _, why in plan.choices["merge"].rejected)
+    assert dict(plan.choices["merge"].rejected)["vma_merge_struct"] == (
+        "no BTF to check vma_merge_new_range's signature (vmg@1) against, "
+        "and no other evidence for it")
     assert plan.choices["split"].ok and plan.choices["fork"].variant.name == "uprobe_dup_mmap-window"
     assert k.syscall_symbol("prctl") == "__arm64_sys_prctl"  # arm64 syscall wrapper name
 
@@ -66,6 +69,17 @@ def test_force_and_bad_force(saved_kernel):
     # forcing a variant this kernel cannot trace leaves the capability missing, with the reason
     plan = choose(saved_kernel("x86_64", "6.12.117"), force={"merge": "vma_merge"})
     assert plan.missing == ["merge"]
+    assert plan.forced_failures() == ["merge=vma_merge: not traceable here: vma_merge (inlined, notrace or absent)"]
+
+
+def test_force_cannot_pin_a_variant_whose_signature_failed(saved_kernel):
+    """6.6 has vma_merge, but with vmi first: pinning the 6.1 reading is refused, not obeyed."""
+    k = saved_kernel("x86_64", "6.6.87")
+    plan = choose(k, force={"merge": "vma_merge"})
+    assert plan.choices["merge"].variant is None
+    [failure] = plan.forced_failures()
+    assert failure.startswith("merge=vma_merge: BTF has vma_merge(vmi, mm, prev, addr, …): argument order differs")
+    assert choose(k, force={"merge": "vma_merge-vmi"}).forced_failures() == []
 
 
 def write(tmp_path, name, text):
@@ -91,7 +105,10 @@ def test_clones_and_notrace(tmp_path):
     assert k.find_function("vma_merge") is None  # not in available_filter_functions
     assert k.find_function("vm_area_dup") is None  # data symbol
     plan = choose(k)
-    assert plan.choices["split"].probes[0].target == "__split_vma.isra.0"
+    # a clone's arguments may be dropped or reordered (IPA-SRA, constant propagation): refused for
+    # a probe that reads them, with the reason
+    assert plan.choices["split"].variant is None
+    assert "__split_vma.isra.0 is a GCC clone" in dict(plan.choices["split"].rejected)["__split_vma"]
     assert plan.choices["merge"].variant is None
 
 
@@ -106,3 +123,151 @@ def test_plan_json_is_complete(saved_kernel):
     js = plan.to_json()
     assert js["release"] == "6.1.192" and len(js["capabilities"]) == len(CAPABILITIES)
     assert all(c["variant"] for c in js["capabilities"])
+
+
+# -- signatures: checked against the real BTF of every test kernel -----------------------------
+# (variant, {ARG macro: slot}) per kernel: slots are 0-based argument words, the first 6 (x86_64)
+# in registers, the rest on the stack.
+VMA_MERGE_61_SLOTS = {"prev": 1, "addr": 2, "end": 3, "vm_flags": 4, "anon_vma": 5, "file": 6, "pgoff": 7,
+                      "vm_userfaultfd_ctx": 9, "anon_name": 10}
+VMA_MERGE_VMI_SLOTS = {k: v + 1 for k, v in VMA_MERGE_61_SLOTS.items()}
+EXPECTED_MERGE = {
+    "6.1.192": ("vma_merge", "kp_vma_merge", VMA_MERGE_61_SLOTS),
+    "6.6.87": ("vma_merge-vmi", "kp_vma_merge", VMA_MERGE_VMI_SLOTS),
+    "6.12.117": ("vma_merge_struct", "kp_vmg_new", {"vmg": 0}),
+    "7.2.13": ("vma_merge_struct", "kp_vmg_new", {"vmg": 0}),
+}
+
+
+def shared_btf_kernels():
+    import glob
+    import os
+    from conftest import SHARED_VM
+    return sorted(os.path.basename(p)[len("btf-"):] for p in glob.glob(f"{SHARED_VM}/x86_64/btf-*"))
+
+
+@pytest.mark.parametrize("release", shared_btf_kernels() or ["(none)"])
+def test_plan_from_each_shared_btf(saved_kernel, release):
+    if release == "(none)":
+        pytest.skip("no ../shared/vm/x86_64/btf-* files")
+    assert release in EXPECTED_MERGE, f"a new test kernel {release}: add its expected plan here"
+    plan = choose(saved_kernel("x86_64", release))
+    variant, fn, slots = EXPECTED_MERGE[release]
+    merge = plan.choices["merge"]
+    assert merge.variant.name == variant
+    for param, slot in slots.items():
+        assert merge.defines[f"ARG_{fn}_{param}"] == slot, param
+    assert merge.checked and all("[BTF]" in c and c.endswith("match") for c in merge.checked)
+    split = plan.choices["split"]
+    assert {k: v for k, v in split.defines.items()} == {"ARG_kp_split_vma": 1, "ARG_kp_split_addr": 2,
+                                                          "ARG_kp_split_new_below": 3}
+    assert plan.choices["name_free"].defines == {"ARG_kp_name_free_kref": 0}
+    if plan.choices["fork"].variant.name == "dup_mmap":
+        assert plan.choices["fork"].defines["ARG_kp_dup_mmap_oldmm"] == 1
+
+
+def test_6_6_rejects_the_6_1_reading_with_the_prototype(saved_kernel):
+    merge = choose(saved_kernel("x86_64", "6.6.87")).choices["merge"]
+    assert merge.rejected[0][0] == "vma_merge"
+    assert "BTF has vma_merge(vmi, mm, prev, addr, …): argument order differs (mm is argument 2, expected 1" \
+        in merge.rejected[0][1]
+    assert merge.checked[0].startswith("vma_merge(vmi, mm, prev, addr, end, vm_flags, anon_vma, file, pgoff, policy, "
+                                       "vm_userfaultfd_ctx, anon_name) [BTF]")
+
+
+def test_without_btf_only_on_evidence(saved_kernel):
+    # 6.1 without BTF: __vma_adjust (gone in 6.3) and CONFIG_USERFAULTFD=y say the 11-argument vma_merge
+    plan = choose(saved_kernel("x86_64", "6.1.192", with_btf=False))
+    assert plan.choices["merge"].variant.name == "vma_merge"
+    assert "no BTF: on evidence __vma_adjust" in plan.choices["merge"].checked[0]
+    # 6.6 without BTF: no evidence tells vma_merge's argument list: refused, with the reason
+    merge = choose(saved_kernel("x86_64", "6.6.87", with_btf=False)).choices["merge"]
+    assert merge.variant is None
+    why = dict(merge.rejected)
+    assert "missing: __vma_adjust" in why["vma_merge"]
+    assert "no BTF to check vma_merge's signature" in why["vma_merge-vmi"]
+    assert "merge (vma_merge: " in choose(saved_kernel("x86_64", "6.6.87", with_btf=False)).missing_line()
+
+
+# -- kernels that are in none of the shared files: synthetic BTF -----------------------------------
+from btfgen import mm_kernel  # noqa: E402
+
+KALLSYMS = """ffffffff81000000 T vma_merge
+ffffffff81000100 t can_vma_merge_before
+ffffffff81000200 T __split_vma
+ffffffff81000300 T anon_vma_name_alloc
+ffffffff81000400 T anon_vma_name_free
+ffffffff81000500 t dup_mmap
+ffffffff81000600 T vm_area_dup
+"""
+
+
+def synthetic_kernel(tmp_path, vma_merge_params, arch="x86_64", uffd_size=8, kallsyms=KALLSYMS):
+    b, t = mm_kernel(uffd_size=uffd_size)
+    b.func("vma_merge", t["vm_area_struct*"], [(n, t[ty]) for n, ty in vma_merge_params])
+    b.func("can_vma_merge_before", t["int"], [("vma", t["vm_area_struct*"]), ("vm_flags", t["ulong"])])
+    b.func("__split_vma", t["int"], [("vmi", t["vma_iterator*"]), ("vma", t["vm_area_struct*"]),
+                                     ("addr", t["ulong"]), ("new_below", t["int"])])
+    b.func("anon_vma_name_alloc", t["anon_vma_name*"], [("name", t["void*"])])
+    b.func("anon_vma_name_free", 0, [("kref", t["kref*"])])
+    b.func("dup_mmap", t["int"], [("mm", t["mm_struct*"]), ("oldmm", t["mm_struct*"])])
+    b.func("vm_area_dup", t["vm_area_struct*"], [("orig", t["vm_area_struct*"])])
+    (tmp_path / "btf").write_bytes(b.bytes())
+    (tmp_path / "kallsyms").write_text(kallsyms)
+    return KernelInfo.from_files("9.9.9", arch, kallsyms=str(tmp_path / "kallsyms"), btf=str(tmp_path / "btf"))
+
+
+VMI = [("vmi", "vma_iterator*"), ("mm", "mm_struct*"), ("prev", "vm_area_struct*"), ("addr", "ulong"),
+       ("end", "ulong"), ("vm_flags", "ulong"), ("anon_vma", "anon_vma*"), ("file", "file*"), ("pgoff", "ulong"),
+       ("policy", "mempolicy*"), ("vm_userfaultfd_ctx", "vm_userfaultfd_ctx"), ("anon_name", "anon_vma_name*")]
+
+
+def test_unknown_prototype_makes_merge_missing_never_a_wrong_variant(tmp_path):
+    # a vma_merge of another shape (6.10-like: mm dropped, the VMA itself added): no variant fits
+    other = [("vmi", "vma_iterator*"), ("prev", "vm_area_struct*"), ("vma", "vm_area_struct*"),
+             ("start", "ulong"), ("end", "ulong"), ("vm_flags", "ulong"), ("pgoff", "ulong"),
+             ("policy", "mempolicy*"), ("uffd_ctx", "vm_userfaultfd_ctx"), ("anon_name", "anon_vma_name*")]
+    plan = choose(synthetic_kernel(tmp_path, other))
+    merge = plan.choices["merge"]
+    assert merge.variant is None and merge.probes == [] and merge.defines == {}
+    why = dict(merge.rejected)
+    assert why["vma_merge"].startswith("BTF has vma_merge(vmi, prev, vma, start, …): argument order differs")
+    assert why["vma_merge-vmi"].startswith("BTF has vma_merge(vmi, prev, vma, start, …): argument order differs")
+    assert "merge (vma_merge: BTF has" in plan.missing_line()
+    # the rest of the plan stands
+    assert plan.choices["split"].ok and plan.choices["name_alloc"].ok
+
+
+def test_arm64_stack_slots_from_the_prototype(tmp_path):
+    plan = choose(synthetic_kernel(tmp_path, VMI, arch="arm64"))
+    d = plan.choices["merge"].defines
+    assert plan.choices["merge"].variant.name == "vma_merge-vmi"
+    # x0-x7 hold vmi..file; pgoff is stack word 0 (slot 8), anon_name stack word 3 (slot 11)
+    assert (d["ARG_kp_vma_merge_file"], d["ARG_kp_vma_merge_pgoff"], d["ARG_kp_vma_merge_anon_name"]) == (7, 8, 11)
+
+
+def test_empty_uffd_struct_is_refused(tmp_path):
+    """Without CONFIG_USERFAULTFD the uffd context is an empty struct: the arguments after it move
+    in ways the plan does not compute, so it refuses instead of reading the wrong word."""
+    merge = choose(synthetic_kernel(tmp_path, VMI, uffd_size=0)).choices["merge"]
+    assert merge.variant is None
+    assert "argument 11 (vm_userfaultfd_ctx: struct vm_userfaultfd_ctx, 0 bytes) is not one register-sized word" \
+        in dict(merge.rejected)["vma_merge-vmi"]
+
+
+def test_wrong_return_type_and_clones_are_refused(tmp_path):
+    ks = KALLSYMS.replace("T __split_vma", "t __split_vma.isra.0")
+    plan = choose(synthetic_kernel(tmp_path, VMI, kallsyms=ks))
+    split = plan.choices["split"]
+    assert split.variant is None
+    assert "__split_vma.isra.0 is a GCC clone" in dict(split.rejected)["__split_vma"]
+
+
+def test_ambiguous_prototypes_are_refused(tmp_path):
+    k = synthetic_kernel(tmp_path, VMI)
+    b, t = mm_kernel()
+    b.func("vma_merge", t["vm_area_struct*"], [(n, t[ty]) for n, ty in VMI])
+    b.func("vma_merge", t["vm_area_struct*"], [("mm", t["mm_struct*"])])
+    (tmp_path / "btf").write_bytes(b.bytes())
+    k = KernelInfo.from_files("9.9.9", "x86_64", kallsyms=str(tmp_path / "kallsyms"), btf=str(tmp_path / "btf"))
+    assert "2 different prototypes for vma_merge" in dict(choose(k).choices["merge"].rejected)["vma_merge-vmi"]
