@@ -202,7 +202,8 @@ def check_plan(plan: Plan) -> Check:
     if missing:
         detail += f"; missing: {', '.join(missing)}"
     return Check("attach points", bool(ok), detail,
-                 "; ".join(plan.choices[m].capability.missing_hint for m in missing), blocking=True)
+                 "; ".join(f"{m}: {plan.choices[m].capability.missing_hint} ({plan.choices[m].why_missing()})"
+                           for m in missing), blocking=True)
 
 
 def diagnose(kinfo: KernelInfo, live: bool = True) -> Report:

@@ -346,7 +346,7 @@ def _target_candidates(kinfo: KernelInfo, probe: Probe) -> Tuple[List[str], List
 
 def _describe(proto, keep: int = 4) -> str:
     names = proto.names()
-    return "(" + ", ".join(names[:keep] + (["…"] if len(names) > keep else [])) + ")"
+    return "(" + ", ".join(names[:keep] + (["..."] if len(names) > keep else [])) + ")"
 
 
 def _reads(probe: Probe) -> str:
@@ -404,7 +404,7 @@ def _check_signature(kinfo: KernelInfo, probe: Probe, target: str,
             return None, (f"no BTF to check {target}'s signature, and the evidence for it does not hold here "
                           f"(missing: {', '.join(missing)})")
         return ({name: pos - 1 for name, pos in probe.params()},
-                f"{target}: {_reads(probe)} [no BTF: on evidence {' '.join(ev.requires)}]")
+                f"{target} [no BTF; evidence: {' '.join(ev.requires)}]: {_reads(probe)}: accepted")
     btf = kinfo.btf
     protos = btf.func_prototypes(target)
     if not protos:
@@ -487,6 +487,20 @@ def parse_force(specs: Sequence[str]) -> Dict[str, str]:
     return out
 
 
+def _add_checked(checked: List[str], note: str) -> None:
+    """Add NOTE ('FUNCTION [how]: what is read: verdict'); the kprobe and kretprobe of one
+    function share a line."""
+    if not note:
+        return
+    head, sep, rest = note.partition("]: ")
+    what, _, verdict = rest.rpartition(": ")
+    for i, old in enumerate(checked):
+        if sep and old.startswith(head + sep) and old.endswith(": " + verdict):
+            checked[i] = f"{old[:-len(verdict) - 2]} {what}: {verdict}"
+            return
+    checked.append(note)
+
+
 def _try_variant(kinfo: KernelInfo, variant: Variant, choice: Choice):
     """(probes, defines, checked, degraded, "") when VARIANT holds here, else (..., why)."""
     resolved: List[ResolvedProbe] = []
@@ -502,8 +516,7 @@ def _try_variant(kinfo: KernelInfo, variant: Variant, choice: Choice):
             return resolved, defines, checked, degraded, note
         resolved.append(ResolvedProbe(probe.kind, target, probe.fn))
         defines.update(probe_defines)
-        if note and note not in checked:
-            checked.append(note)
+        _add_checked(checked, note)
         if probe.macro:
             defines[probe.macro] = 1
     for off in variant.offsets:

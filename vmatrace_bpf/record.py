@@ -131,7 +131,7 @@ def _record(output, pid, children, duration, force):
         raise VmabpfError("--duration must be a positive number of seconds", exit_code=2)
     if children and pid is None:
         raise VmabpfError("--children needs -p PID (without -p every process is recorded)", exit_code=2)
-    from .watch import StopFlag, prepare, trace_loop
+    from .watch import StopFlag, missing_note, prepare, trace_loop
 
     pids = [pid] if pid is not None else []
     kinfo, plan = prepare(pids, None, force)
@@ -146,10 +146,9 @@ def _record(output, pid, children, duration, force):
                                         filter_pids=bool(pids)) as tracer:
             writer.write_header(make_header(plan.to_json(), kinfo.release, kinfo.arch, pids, children))
             header_written = True
-            missing = ", ".join(plan.missing)
             who = f"PID {pid}{' and its children' if children else ''}" if pids else "all processes"
             click.echo(f"Recording named-VMA events of {who} to {name}"
-                       f"{f' (not available here: {missing})' if missing else ''}... Hit Ctrl-C to end.", err=True)
+                       f"{missing_note(plan)}... Hit Ctrl-C to end.", err=True)
             why = trace_loop(tracer, writer.write_event, pids, stop, duration)
     finally:
         if header_written:

@@ -187,6 +187,13 @@ def render_doctor(report) -> str:
             rows.append([name, "MISSING", ch.capability.missing_hint])
     lines.append(tabulate(rows, headers=["capability", "variant", "attach points"], tablefmt="simple"))
     lines.append("")
+    lines.append("signatures (what each probe reads of its function, and what that was checked against):")
+    for name, ch in report.plan.choices.items():
+        for sig in ch.checked:
+            lines.append(f"  {name}: {escape(sig)}")
+        for variant, why in ch.rejected:
+            lines.append(f"  {name}: not {variant}: {escape(why)}")
+    lines.append("")
     lines.append("vmabpf watch can run here." if report.can_watch else
                  "vmabpf watch cannot run here: fix the FAIL lines above.")
     return "\n".join(lines)

@@ -79,7 +79,18 @@ def prepare(pids: List[int], tid: Optional[int], force: tuple):
     problem = blocking_problem(kinfo)
     if problem:
         raise VmabpfError(f"cannot trace on this kernel: {problem}; see 'vmabpf doctor'")
-    return kinfo, choose(kinfo, force=forced)
+    plan = choose(kinfo, force=forced)
+    refused = plan.forced_failures()
+    if refused:
+        raise VmabpfError("--force refused on this kernel: " + "; ".join(refused))
+    return kinfo, plan
+
+
+def missing_note(plan) -> str:
+    """' (not traced here: merge (why); ...)' for a banner's first line, or ''."""
+    from .render import escape
+    line = plan.missing_line()
+    return f" (not traced here: {escape(line)})" if line else ""
 
 
 def trace_loop(tracer, on_event: Callable[[dict], None], pids: List[int], stop: StopFlag,
@@ -157,6 +168,8 @@ def _watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, forc
             plan = choose(kinfo, force=parse_force(force))
         except PlanError as e:
             raise VmabpfError(str(e)) from None
+        if plan.forced_failures():
+            raise VmabpfError("--force refused on this kernel: " + "; ".join(plan.forced_failures()))
         click.echo(ebpf_text(build_defines(plan, kinfo, [pid] if pid else [], tid, children)))
         return
     if pid is None:
@@ -199,9 +212,8 @@ def _watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, forc
 
     with StopFlag() as stop, Tracer(plan, kinfo, on_event, pids=[pid], tid=tid, children=children,
                                     filter_pids=True) as tracer:
-        missing = ", ".join(plan.missing)
         click.echo(f"Tracing named-VMA events for PID {pid}{' and its children' if children else ''}"
-                   f"{f' (not available here: {missing})' if missing else ''}... Hit Ctrl-C to end.", err=True)
+                   f"{missing_note(plan)}... Hit Ctrl-C to end.", err=True)
         if not as_json:
             out.write(event_header(timestamp) + "\n")
         why = trace_loop(tracer, on_event, [pid], stop, duration, interval, on_interval)

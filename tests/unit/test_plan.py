@@ -78,7 +78,7 @@ def test_force_cannot_pin_a_variant_whose_signature_failed(saved_kernel):
     plan = choose(k, force={"merge": "vma_merge"})
     assert plan.choices["merge"].variant is None
     [failure] = plan.forced_failures()
-    assert failure.startswith("merge=vma_merge: BTF has vma_merge(vmi, mm, prev, addr, …): argument order differs")
+    assert failure.startswith("merge=vma_merge: BTF has vma_merge(vmi, mm, prev, addr, ...): argument order differs")
     assert choose(k, force={"merge": "vma_merge-vmi"}).forced_failures() == []
 
 
@@ -169,7 +169,7 @@ def test_plan_from_each_shared_btf(saved_kernel, release):
 def test_6_6_rejects_the_6_1_reading_with_the_prototype(saved_kernel):
     merge = choose(saved_kernel("x86_64", "6.6.87")).choices["merge"]
     assert merge.rejected[0][0] == "vma_merge"
-    assert "BTF has vma_merge(vmi, mm, prev, addr, …): argument order differs (mm is argument 2, expected 1" \
+    assert "BTF has vma_merge(vmi, mm, prev, addr, ...): argument order differs (mm is argument 2, expected 1" \
         in merge.rejected[0][1]
     assert merge.checked[0].startswith("vma_merge(vmi, mm, prev, addr, end, vm_flags, anon_vma, file, pgoff, policy, "
                                        "vm_userfaultfd_ctx, anon_name) [BTF]")
@@ -179,7 +179,7 @@ def test_without_btf_only_on_evidence(saved_kernel):
     # 6.1 without BTF: __vma_adjust (gone in 6.3) and CONFIG_USERFAULTFD=y say the 11-argument vma_merge
     plan = choose(saved_kernel("x86_64", "6.1.192", with_btf=False))
     assert plan.choices["merge"].variant.name == "vma_merge"
-    assert "no BTF: on evidence __vma_adjust" in plan.choices["merge"].checked[0]
+    assert "vma_merge [no BTF; evidence: __vma_adjust anon_vma_name_alloc CONFIG_USERFAULTFD=y]: mm@1" in plan.choices["merge"].checked[0]
     # 6.6 without BTF: no evidence tells vma_merge's argument list: refused, with the reason
     merge = choose(saved_kernel("x86_64", "6.6.87", with_btf=False)).choices["merge"]
     assert merge.variant is None
@@ -231,8 +231,8 @@ def test_unknown_prototype_makes_merge_missing_never_a_wrong_variant(tmp_path):
     merge = plan.choices["merge"]
     assert merge.variant is None and merge.probes == [] and merge.defines == {}
     why = dict(merge.rejected)
-    assert why["vma_merge"].startswith("BTF has vma_merge(vmi, prev, vma, start, …): argument order differs")
-    assert why["vma_merge-vmi"].startswith("BTF has vma_merge(vmi, prev, vma, start, …): argument order differs")
+    assert why["vma_merge"].startswith("BTF has vma_merge(vmi, prev, vma, start, ...): argument order differs")
+    assert why["vma_merge-vmi"].startswith("BTF has vma_merge(vmi, prev, vma, start, ...): argument order differs")
     assert "merge (vma_merge: BTF has" in plan.missing_line()
     # the rest of the plan stands
     assert plan.choices["split"].ok and plan.choices["name_alloc"].ok
