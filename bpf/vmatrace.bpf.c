@@ -203,6 +203,10 @@ static __always_inline u32 neighbour_cause(struct vm_area_struct *nb, u64 nb_sta
 		return VT_CAUSE_NO_VMA;
 	if (is_prev && nb_start < req->start && nb_end > req->start)
 		return VT_CAUSE_INSIDE;
+	/* the "next" VMA holds the range's end: 6.4-6.11's vma_merge() passes it when the
+	 * range starts inside prev (vma_lookup(mm, end) finds the VMA being changed) */
+	if (!is_prev && nb_start < req->end && nb_end > req->end)
+		return VT_CAUSE_INSIDE;
 	if (is_prev ? nb_end != req->start : nb_start != req->end)
 		cause |= VT_CAUSE_NOT_ADJACENT;
 	u64 flags = rd64(&nb->vm_flags);
@@ -407,9 +411,11 @@ static __always_inline void merge_done(void *ctx, struct merge_inflight *m, stru
 	submit(ctx, e, sizeof(*e));
 }
 
-#if defined(MERGE_VMA_MERGE) || defined(MERGE_VMA_MERGE_VMI)
+#if defined(MERGE_VMA_MERGE) || defined(MERGE_VMA_MERGE_VMI) || defined(MERGE_VMA_MERGE_SRC)
 /* vma_merge(): 5.17-6.2 (mm, prev, addr, end, vm_flags, anon_vma, file, pgoff,
- * policy, vm_userfaultfd_ctx, anon_name); 6.3+ the same with vmi in front.
+ * policy, vm_userfaultfd_ctx, anon_name); 6.3-6.8 the same with vmi in front;
+ * 6.9-6.11 (vmi, prev, src, addr, end, vm_flags, pgoff, policy,
+ * vm_userfaultfd_ctx, anon_name), anon_vma and file being src's.
  * Every argument is read at the slot the plan computed for this kernel. */
 int kp_vma_merge(struct pt_regs *ctx)
 {
@@ -421,8 +427,14 @@ int kp_vma_merge(struct pt_regs *ctx)
 	m.req.start = ARG(ctx, kp_vma_merge, addr);
 	m.req.end = ARG(ctx, kp_vma_merge, end);
 	m.req.vm_flags = ARG(ctx, kp_vma_merge, vm_flags);
+#ifdef MERGE_VMA_MERGE_SRC
+	struct vm_area_struct *src = (struct vm_area_struct *)ARG(ctx, kp_vma_merge, src);
+	m.req.anon_vma = (struct anon_vma *)rd64(&src->anon_vma);
+	m.req.file = (struct file *)rd64(&src->vm_file);
+#else
 	m.req.anon_vma = (struct anon_vma *)ARG(ctx, kp_vma_merge, anon_vma);
 	m.req.file = (struct file *)ARG(ctx, kp_vma_merge, file);
+#endif
 	m.req.pgoff = ARG(ctx, kp_vma_merge, pgoff);
 	/* struct vm_userfaultfd_ctx { ctx } by value: one word (the plan checked its size) */
 	m.req.uffd_ctx = (void *)ARG(ctx, kp_vma_merge, vm_userfaultfd_ctx);
@@ -457,7 +469,7 @@ int kr_vma_merge(struct pt_regs *ctx)
 	merge_state.delete(&tid);
 	return 0;
 }
-#endif /* MERGE_VMA_MERGE || MERGE_VMA_MERGE_VMI */
+#endif /* MERGE_VMA_MERGE || MERGE_VMA_MERGE_VMI || MERGE_VMA_MERGE_SRC */
 
 #ifdef MERGE_VMG
 /* struct vma_merge_struct (mm/vma.h, 6.12+) is not in the kernel headers:

@@ -103,8 +103,8 @@ def _kp(fn_entry: str, fn_ret: Optional[str], *cands: str, args: str = "", ret: 
 
 
 # Evidence for signatures that have not changed, in the positions read, in any kernel
-# with struct anon_vma_name (5.17, commit 78db3412833d "mm: add anonymous vma name
-# refcounting") up to 7.2; "anon_vma_name_alloc" in kallsyms marks such a kernel.
+# with struct anon_vma_name (5.17, commit 5c26f6ac9416 "mm: refactor vm_area_struct::anon_vma_name
+# usage code") up to 7.2; "anon_vma_name_alloc" in kallsyms marks such a kernel.
 _STABLE = Evidence(("anon_vma_name_alloc",), "unchanged in the positions read from 5.17 to 7.2 (checked in "
                    "the kernel sources); anon_vma_name_alloc in kallsyms marks a kernel with struct anon_vma_name")
 _VMA = "ptr struct vm_area_struct"
@@ -127,6 +127,8 @@ _VMA_MERGE_61 = ("mm@1 prev@2 addr@3 end@4 vm_flags@5 anon_vma@6 file@7 pgoff@8 
                  "anon_name@11")
 _VMA_MERGE_VMI = ("vmi@1 mm@2 prev@3 addr@4 end@5 vm_flags@6 anon_vma@7 file@8 pgoff@9 vm_userfaultfd_ctx@11 "
                   "anon_name@12")
+_VMA_MERGE_SRC = ("vmi@1 prev@2 src@3 addr@4 end@5 vm_flags@6 pgoff@7 policy@8 vm_userfaultfd_ctx@9 "
+                  "anon_name@10")
 # can_vma_merge_before(vma, vm_flags, anon_vma, file, vm_pgoff, vm_userfaultfd_ctx, anon_name): vma_merge()
 # passes it the next VMA, and only when it looks at that VMA.
 _CAN_MERGE_BEFORE = Probe("kprobe", ("can_vma_merge_before",), "kp_can_merge_before", optional=True, args="vma@1")
@@ -156,20 +158,27 @@ CAPABILITIES: Tuple[Capability, ...] = (
                     _kp("kp_vma_merge", "kr_vma_merge", "vma_merge", args=_VMA_MERGE_61, ret=_VMA)
                     + (_CAN_MERGE_BEFORE,),
                     "vma_merge(mm, prev, addr, end, vm_flags, anon_vma, file, pgoff, policy, vm_userfaultfd_ctx, "
-                    "anon_name), 5.17 to 6.2: anon_name (argument 11) since 5.17, commit 9a10064f5625 'mm: add a "
-                    "field to store names for private anonymous memory'",
+                    "anon_name), 5.17 to 6.2: anon_name (argument 11) since 5.17, a struct anon_vma_name since "
+                    "commit 5c26f6ac9416 'mm: refactor vm_area_struct::anon_vma_name usage code' (5.17-rc7)",
                     without_btf=Evidence(
                         ("__vma_adjust", "anon_vma_name_alloc", "CONFIG_USERFAULTFD=y"),
-                        "__vma_adjust() was removed in 6.3 (commit 7c9813e88e09 'mm: remove __vma_adjust()') in the "
-                        "series that put vmi first in vma_merge(); with CONFIG_USERFAULTFD the uffd context argument "
+                        "__vma_adjust() was removed in 6.3 (commit 0503ea8f5ba7 'mm/mmap: remove __vma_adjust()'), "
+                        "the release that put vmi first in vma_merge(); with CONFIG_USERFAULTFD the uffd context argument "
                         "is one word, so every argument is one slot")),
             Variant("vma_merge-vmi", "MERGE_VMA_MERGE_VMI",
                     _kp("kp_vma_merge", "kr_vma_merge", "vma_merge", args=_VMA_MERGE_VMI, ret=_VMA)
                     + (_CAN_MERGE_BEFORE,),
                     "vma_merge(vmi, mm, prev, addr, end, vm_flags, anon_vma, file, pgoff, policy, "
-                    "vm_userfaultfd_ctx, anon_name), 6.3 to 6.7: vmi added in 6.3 by commit 9760ebffbf55 'mm: "
+                    "vm_userfaultfd_ctx, anon_name), 6.3 to 6.8: vmi added in 6.3 by commit 9760ebffbf55 'mm: "
                     "switch vma_merge(), split_vma(), and __split_vma to vma iterator'; every other argument moved "
-                    "one slot"),
+                    "one slot (static from 6.7, same arguments)"),
+            Variant("vma_merge-src", "MERGE_VMA_MERGE_SRC",
+                    _kp("kp_vma_merge", "kr_vma_merge", "vma_merge", args=_VMA_MERGE_SRC, ret=_VMA)
+                    + (_CAN_MERGE_BEFORE,),
+                    "vma_merge(vmi, prev, src, addr, end, vm_flags, pgoff, policy, vm_userfaultfd_ctx, anon_name), "
+                    "6.9 to 6.11: mm, anon_vma and file are taken from the VMA src (6.9, 'mm/mmap: pass vma to "
+                    "vma_merge()'); static since 6.7 (commit adb20b0c785e 'mm: make vma_merge() and split_vma() "
+                    "internal'). Checked against BTF like the others, but no 6.9-6.11 test kernel proves it here"),
             Variant("vma_merge_struct", "MERGE_VMG",
                     _kp("kp_vmg_new", "kr_vmg_new", "vma_merge_new_range", args="vmg@1", ret=_VMA)
                     + _kp("kp_vmg_existing", "kr_vmg_existing", "vma_merge_existing_range", "vma_modify",

@@ -30,8 +30,8 @@ def test_6_12_uses_vma_merge_struct_and_fork_window(saved_kernel):
     # vma_merge_existing_range is inlined into vma_modify on this build
     assert targets(merge) == [("kprobe", "vma_merge_new_range"), ("kretprobe", "vma_merge_new_range"),
                               ("kprobe", "vma_modify"), ("kretprobe", "vma_modify")]
-    assert merge.rejected == [("vma_merge", "not traceable here: vma_merge (inlined, notrace or absent)"),
-                              ("vma_merge-vmi", "not traceable here: vma_merge (inlined, notrace or absent)")]
+    assert merge.rejected == [(v, "not traceable here: vma_merge (inlined, notrace or absent)")
+                              for v in ("vma_merge", "vma_merge-vmi", "vma_merge-src")]
     assert merge.defines["VMG_ANON_NAME_OFF"] == 104 and merge.defines["VMG_STATE_OFF"] == 116
     assert merge.defines["VMG_MIDDLE_OFF"] == 40  # 6.12 calls it "vma"
     fork = plan.choices["fork"]
@@ -222,17 +222,31 @@ VMI = [("vmi", "vma_iterator*"), ("mm", "mm_struct*"), ("prev", "vm_area_struct*
        ("policy", "mempolicy*"), ("vm_userfaultfd_ctx", "vm_userfaultfd_ctx"), ("anon_name", "anon_vma_name*")]
 
 
+SRC = [("vmi", "vma_iterator*"), ("prev", "vm_area_struct*"), ("src", "vm_area_struct*"), ("addr", "ulong"),
+       ("end", "ulong"), ("vm_flags", "ulong"), ("pgoff", "ulong"), ("policy", "mempolicy*"),
+       ("vm_userfaultfd_ctx", "vm_userfaultfd_ctx"), ("anon_name", "anon_vma_name*")]
+
+
+def test_6_9_to_6_11_vma_merge_takes_src(tmp_path):
+    """The 6.9-6.11 prototype (from the kernel sources; no such test kernel here)."""
+    merge = choose(synthetic_kernel(tmp_path, SRC)).choices["merge"]
+    assert merge.variant.name == "vma_merge-src"
+    d = merge.defines
+    assert (d["ARG_kp_vma_merge_src"], d["ARG_kp_vma_merge_pgoff"], d["ARG_kp_vma_merge_anon_name"]) == (2, 6, 9)
+    assert "ARG_kp_vma_merge_file" not in d
+
+
 def test_unknown_prototype_makes_merge_missing_never_a_wrong_variant(tmp_path):
-    # a vma_merge of another shape (6.10-like: mm dropped, the VMA itself added): no variant fits
-    other = [("vmi", "vma_iterator*"), ("prev", "vm_area_struct*"), ("vma", "vm_area_struct*"),
-             ("start", "ulong"), ("end", "ulong"), ("vm_flags", "ulong"), ("pgoff", "ulong"),
-             ("policy", "mempolicy*"), ("uffd_ctx", "vm_userfaultfd_ctx"), ("anon_name", "anon_vma_name*")]
+    # a vma_merge of another shape (the VMA named "vma", the uffd context renamed): no variant fits
+    other = [n if n[0] != "src" else ("vma", n[1]) for n in SRC]
     plan = choose(synthetic_kernel(tmp_path, other))
     merge = plan.choices["merge"]
     assert merge.variant is None and merge.probes == [] and merge.defines == {}
     why = dict(merge.rejected)
-    assert why["vma_merge"].startswith("BTF has vma_merge(vmi, prev, vma, start, ...): argument order differs")
-    assert why["vma_merge-vmi"].startswith("BTF has vma_merge(vmi, prev, vma, start, ...): argument order differs")
+    assert why["vma_merge"].startswith("BTF has vma_merge(vmi, prev, vma, addr, ...): argument order differs")
+    assert why["vma_merge-vmi"].startswith("BTF has vma_merge(vmi, prev, vma, addr, ...): argument order differs")
+    assert why["vma_merge-src"].startswith("BTF has vma_merge(vmi, prev, vma, addr, ...): argument order differs "
+                                           "(no argument src, expected 3")
     assert "merge (vma_merge: BTF has" in plan.missing_line()
     # the rest of the plan stands
     assert plan.choices["split"].ok and plan.choices["name_alloc"].ok
