@@ -285,3 +285,11 @@ def test_ambiguous_prototypes_are_refused(tmp_path):
     (tmp_path / "btf").write_bytes(b.bytes())
     k = KernelInfo.from_files("9.9.9", "x86_64", kallsyms=str(tmp_path / "kallsyms"), btf=str(tmp_path / "btf"))
     assert "2 different prototypes for vma_merge" in dict(choose(k).choices["merge"].rejected)["vma_merge-vmi"]
+
+
+def test_watch_and_record_banner_say_what_is_missing_and_why(saved_kernel):
+    from vmatrace_bpf.watch import missing_note
+    note = missing_note(choose(saved_kernel("x86_64", "6.6.87", with_btf=False)))
+    assert note.startswith(" (not traced here: merge (vma_merge: no BTF to check vma_merge's signature, and the "
+                           "evidence for it does not hold here (missing: __vma_adjust); vma_merge-vmi: no BTF")
+    assert missing_note(choose(saved_kernel("x86_64", "6.6.87"))) == ""
