@@ -14,14 +14,23 @@ mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 for d in /tmp /run /var/tmp /root /var/lib /var/cache /var/log; do mount -t tmpfs tmpfs "$d"; done
 opts=trans=virtio,version=9p2000.L,msize=512000
-mount -t 9p -o "$opts" vmrun /vmrun
+# vmabpf.initramfs: no virtio transport in this kernel; the root, the project and /vmrun came
+# in the initramfs (tests/vm/initramfs.py), and new files go back over the console
+initramfs=
+case " $(cat /proc/cmdline) " in *" vmabpf.initramfs=1 "*) initramfs=1 ;; esac
+[ -n "$initramfs" ] || mount -t 9p -o "$opts" vmrun /vmrun
 for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        vmabpf.project=?*) project=${arg#vmabpf.project=} ;;
+    esac
+    [ -n "$initramfs" ] && continue
     case "$arg" in
         # mkdir: the path may be under one of the tmpfs mounted above (e.g. a checkout in /tmp)
         vmabpf.project=?*) p=${arg#vmabpf.project=}; mkdir -p "$p" 2>/dev/null; mount -t 9p -o "$opts" project "$p" ;;
         vmabpf.shared=?*) p=${arg#vmabpf.shared=}; mkdir -p "$p" 2>/dev/null; mount -t 9p -o "$opts,ro" shared "$p" ;;
     esac
 done
+[ -n "$initramfs" ] && touch /vmrun/stamp
 hostname vmabpf-guest 2>/dev/null
 # Watchdog: shortly before the runner's timeout, show what every task is waiting for (a hang leaves
 # the CPUs idle and says nothing otherwise).
@@ -44,6 +53,14 @@ echo VMABPF_GUEST_START > /dev/console
 sh /vmrun/cmd.sh </dev/null >/dev/console 2>&1
 rc=$?
 echo "$rc" > /vmrun/rc
+if [ -n "$initramfs" ] && [ -n "$project" ]; then
+    find "$project" -newer /vmrun/stamp -type f ! -path '*/__pycache__/*' > /tmp/vmabpf-files 2>/dev/null
+    if [ -s /tmp/vmabpf-files ]; then
+        echo VMABPF_FILES_BEGIN > /dev/console
+        tar -cf - -T /tmp/vmabpf-files 2>/dev/null | base64 > /dev/console
+        echo VMABPF_FILES_END > /dev/console
+    fi
+fi
 sync
 echo "VMABPF_GUEST_RC=$rc" > /dev/console
 echo o > /proc/sysrq-trigger
