@@ -5,6 +5,8 @@ import pytest
 from vmatrace_bpf.kernel import KernelInfo
 from vmatrace_bpf.plan import CAPABILITIES, PlanError, choose, parse_force
 
+from conftest import btf_kernels
+
 
 
 def targets(choice):
@@ -132,27 +134,23 @@ VMA_MERGE_61_SLOTS = {"prev": 1, "addr": 2, "end": 3, "vm_flags": 4, "anon_vma":
                       "vm_userfaultfd_ctx": 9, "anon_name": 10}
 VMA_MERGE_VMI_SLOTS = {k: v + 1 for k, v in VMA_MERGE_61_SLOTS.items()}
 EXPECTED_MERGE = {
-    "6.1.192": ("vma_merge", "kp_vma_merge", VMA_MERGE_61_SLOTS),
-    "6.6.87": ("vma_merge-vmi", "kp_vma_merge", VMA_MERGE_VMI_SLOTS),
-    "6.12.117": ("vma_merge_struct", "kp_vmg_new", {"vmg": 0}),
-    "7.2.13": ("vma_merge_struct", "kp_vmg_new", {"vmg": 0}),
+    ("x86_64", "6.1.192"): ("vma_merge", "kp_vma_merge", VMA_MERGE_61_SLOTS),
+    ("x86_64", "6.6.87"): ("vma_merge-vmi", "kp_vma_merge", VMA_MERGE_VMI_SLOTS),
+    ("x86_64", "6.12.117"): ("vma_merge_struct", "kp_vmg_new", {"vmg": 0}),
+    ("x86_64", "7.2.13"): ("vma_merge_struct", "kp_vmg_new", {"vmg": 0}),
+    # the same prototype on arm64: slots 8 and up are on the stack there (x0-x7), 6 and up on x86_64
+    ("arm64", "6.6.87"): ("vma_merge-vmi", "kp_vma_merge", VMA_MERGE_VMI_SLOTS),
 }
 
 
-def shared_btf_kernels():
-    import glob
-    import os
-    from conftest import SHARED_VM
-    return sorted(os.path.basename(p)[len("btf-"):] for p in glob.glob(f"{SHARED_VM}/x86_64/btf-*"))
-
-
-@pytest.mark.parametrize("release", shared_btf_kernels() or ["(none)"])
-def test_plan_from_each_shared_btf(saved_kernel, release):
-    if release == "(none)":
-        pytest.skip("no ../shared/vm/x86_64/btf-* files")
-    assert release in EXPECTED_MERGE, f"a new test kernel {release}: add its expected plan here"
-    plan = choose(saved_kernel("x86_64", release))
-    variant, fn, slots = EXPECTED_MERGE[release]
+@pytest.mark.parametrize("arch,release", btf_kernels() or [("none", "none")])
+def test_plan_from_each_real_btf(saved_kernel, arch, release):
+    if arch == "none":
+        pytest.skip("no BTF files: ../shared/vm/*/btf-* and tests/data/kernels/*/btf-*.xz are all absent")
+    assert (arch, release) in EXPECTED_MERGE, f"a new test kernel {arch} {release}: add its expected plan here"
+    plan = choose(saved_kernel(arch, release))
+    assert plan.arch == arch
+    variant, fn, slots = EXPECTED_MERGE[(arch, release)]
     merge = plan.choices["merge"]
     assert merge.variant.name == variant
     for param, slot in slots.items():
@@ -164,6 +162,7 @@ def test_plan_from_each_shared_btf(saved_kernel, release):
     assert plan.choices["name_free"].defines == {"ARG_kp_name_free_kref": 0}
     if plan.choices["fork"].variant.name == "dup_mmap":
         assert plan.choices["fork"].defines["ARG_kp_dup_mmap_oldmm"] == 1
+    assert plan.missing == []
 
 
 def test_6_6_rejects_the_6_1_reading_with_the_prototype(saved_kernel):
