@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -86,3 +87,14 @@ def test_watch_non_root_one_line():
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vmabpf: cannot trace on this kernel: privileges"), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_doctor_names_the_merge_prototype_it_checked(kinfo):
+    """doctor, as a user runs it here: exit 0, and the merge path's prototype as this kernel's BTF has it."""
+    from vmatrace_bpf.plan import choose
+    merge = choose(kinfo).choices["merge"]
+    r = subprocess.run(VMABPF + ["doctor"], capture_output=True, text=True, cwd=REPO, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    proto = kinfo.btf.func_prototypes(merge.probes[0].target)[0]
+    assert f"  merge: {proto.text()} [BTF]: " in r.stdout  # e.g. vma_merge(vmi, mm, prev, ...) on 6.6
+    assert re.search(rf"^merge\s+{re.escape(merge.variant.name)}\s", r.stdout, re.M)
