@@ -95,7 +95,7 @@ def make_tracers(modes, kinfo, pids):
         tracers["full"].collected = events
     for name, t in tracers.items():
         if t.plan.missing:
-            raise VmabpfError(f"--trace {name}: no attach point here for {', '.join(t.plan.missing)}")
+            raise VmabpfError(f"--trace {name}: no attach point here for {t.plan.missing_line()}")
     return tracers
 
 

@@ -117,7 +117,7 @@ def _forklat(pid, milliseconds, microseconds, as_json, by, timestamp, duration, 
     kinfo, _ = prepare([pid] if pid else [], None, ())
     plan = choose(kinfo, only=only)
     if plan.missing:
-        raise VmabpfError(f"this kernel offers no attach point for: {', '.join(plan.missing)}; see 'vmabpf doctor'")
+        raise VmabpfError(f"this kernel offers no attach point for: {plan.missing_line()}; see 'vmabpf doctor'")
     ticks = []
     out = sys.stdout
 
