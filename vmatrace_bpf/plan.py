@@ -371,7 +371,7 @@ def _evidence_holds(kinfo: KernelInfo, word: str) -> bool:
     return word in kinfo.symbols
 
 
-def _place_args(btf, proto, probe: Probe, arch: str) -> Tuple[Optional[Dict[str, int]], str]:
+def _place_args(btf, proto, probe: Probe) -> Tuple[Optional[Dict[str, int]], str]:
     """{param: slot} for PROBE's parameters, from the types of every parameter up to the last one read."""
     params = probe.params()
     want = {pos: name for name, pos in params}
@@ -390,8 +390,6 @@ def _place_args(btf, proto, probe: Probe, arch: str) -> Tuple[Optional[Dict[str,
         if i in want:
             slots[want[i]] = slot
         slot += 1
-    if arch not in ARG_REGISTERS and any(s >= 1 for s in slots.values()):
-        return None, f"argument registers of {arch} are not known"
     return slots, ""
 
 
@@ -401,6 +399,8 @@ def _check_signature(kinfo: KernelInfo, probe: Probe, target: str,
     (None, why not) otherwise."""
     if not probe.reads_function:
         return {}, ""
+    if kinfo.arch not in ARG_REGISTERS:
+        return None, f"where {kinfo.arch} passes function arguments is not known to vmabpf (x86_64, arm64 only)"
     if kinfo.is_clone(target):
         return None, (f"{target} is a GCC clone: its arguments may be dropped or reordered, and BTF describes "
                       f"only the original function")
@@ -432,7 +432,7 @@ def _check_signature(kinfo: KernelInfo, probe: Probe, target: str,
         got = btf.type_desc(proto.ret_type)
         if got != probe.ret:
             return None, f"BTF has {target} returning {got}, expected {probe.ret}"
-    slots, why = _place_args(btf, proto, probe, kinfo.arch)
+    slots, why = _place_args(btf, proto, probe)
     if slots is None:
         return None, f"{target}: {why}"
     return slots, f"{proto.text()} [BTF]: {_reads(probe)}: match"

@@ -292,3 +292,9 @@ def test_watch_and_record_banner_say_what_is_missing_and_why(saved_kernel):
     assert note.startswith(" (not traced here: merge (vma_merge: no BTF to check vma_merge's signature, and the "
                            "evidence for it does not hold here (missing: __vma_adjust); vma_merge-vmi: no BTF")
     assert missing_note(choose(saved_kernel("x86_64", "6.6.87"))) == ""
+
+
+def test_unknown_arch_reads_no_arguments(tmp_path):
+    plan = choose(synthetic_kernel(tmp_path, VMI, arch="riscv64"))
+    assert plan.choices["merge"].variant is None and plan.choices["split"].variant is None
+    assert "where riscv64 passes function arguments is not known" in dict(plan.choices["split"].rejected)["__split_vma"]
