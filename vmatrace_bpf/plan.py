@@ -143,9 +143,9 @@ CAPABILITIES: Tuple[Capability, ...] = (
                     "syscall tracepoints (CONFIG_FTRACE_SYSCALLS): fields by name, no function read"),
             Variant("syscall-kprobe", "PRCTL_KPROBE",
                     _kp("kp_prctl_enter", "kr_prctl_exit", "@syscall:prctl", args="regs@1", ret="long int"),
-                    "kprobe on the arch's pt_regs syscall wrapper (__x64_sys_prctl: 4.17, commit fa697140f9a2 "
-                    "'syscalls/x86: Use struct pt_regs based syscall calling for 64-bit syscalls'; "
-                    "__arm64_sys_prctl: 4.19, commit 4378a7d4be30 'arm64: implement syscall wrappers')",
+                    "kprobe on the arch's pt_regs syscall wrapper (__x64_sys_prctl since 4.17, 'syscalls/x86: Use "
+                    "struct pt_regs based syscall calling convention for 64-bit syscalls'; __arm64_sys_prctl since "
+                    "4.19, 'arm64: implement syscall wrappers')",
                     without_btf=Evidence(("anon_vma_name_alloc",), "only the pt_regs wrappers are probed "
                                          "(__x64_sys_*/__arm64_sys_*), which take the user registers as argument 1 "
                                          "by construction")),
