@@ -571,18 +571,19 @@ def build_report(paths: List[str], pid: Optional[int] = None, keep_events: bool 
 @click.option("-j", "--json", "as_json", is_flag=True, help="same as --format json")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "chrome"]), default=None,
               help="table (default), json, or chrome (trace-event JSON for ui.perfetto.dev / chrome://tracing)")
-@click.option("-o", "--output", metavar="OUT", help="write the report to OUT instead of stdout")
-def report(files, pid, as_json, fmt, output):
+@click.option("-o", "--output", metavar="OUT", help="write the report to OUT instead of stdout (a new file)")
+@click.option("--replace", is_flag=True, help="with -o: replace OUT if it exists (once the new one is complete)")
+def report(files, pid, as_json, fmt, output, replace):
     """The per-process report of recordings made by `vmabpf record` (or of
     `vmabpf watch -j` output): names set and rejected, name objects, merges and
     why they failed, the VMAs names cost, splits, forks and name sharing.
 
     Needs no BPF and no root: record on the device, report anywhere.
     """
-    one_line_errors(_report)(files, pid, as_json, fmt, output)
+    one_line_errors(_report)(files, pid, as_json, fmt, output, replace)
 
 
-def _report(files, pid, as_json, fmt, output):
+def _report(files, pid, as_json, fmt, output, replace=False):
     if as_json and fmt not in (None, "json"):
         raise VmabpfError(f"-j and --format {fmt} disagree; use one", exit_code=2)
     fmt = fmt or ("json" if as_json else "table")
@@ -594,11 +595,16 @@ def _report(files, pid, as_json, fmt, output):
     else:
         text = render_table(summ, infos)
     if output and output != "-":
+        from .outfile import OutputFile
+        out = OutputFile(output, force=replace)
+        fp = out.open()
         try:
-            with open(output, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+            fp.write(text + "\n")
         except OSError as e:
+            out.discard()
             raise VmabpfError(f"cannot write {output}: {e.strerror or e}") from None
-        click.echo(f"Wrote {fmt} report to {output}.", err=True)
+        out.commit()
+        from .render import escape
+        click.echo(f"Wrote {fmt} report to {escape(output)}.", err=True)
     else:
         click.echo(text)

@@ -522,3 +522,32 @@ def test_parallel_read_equals_one_pass(tmp_path, monkeypatch):
     write_record(q, [base("name_free", 1, ptr=0xA0 + 64 * k, name="x", refcount=0) for k in range(3000)])
     assert build_report([str(p), str(q)], warn=lambda m: None, jobs=3)[0] == \
         build_report([str(p), str(q)], warn=lambda m: None, jobs=1)[0]
+
+
+def test_output_files_are_never_clobbered(tmp_path):
+    """record -o / report -o: an existing file (or a symlink) is refused and left as it was; --replace
+    replaces it only with a complete new one; a record that cannot start leaves no file of its own."""
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text("precious\n")
+    r = run("record", "-o", str(keep), "-p", "999999")
+    assert r.returncode == 2 and "exists" in r.stderr and "Traceback" not in r.stderr
+    assert keep.read_text() == "precious\n"
+    r = run("record", "-o", str(keep), "--replace", "-p", "999999")  # fails later (no such PID)
+    assert r.returncode == 1 and keep.read_text() == "precious\n"
+    assert sorted(os.listdir(tmp_path)) == ["keep.jsonl"]
+    r = run("record", "-o", str(tmp_path / "new.jsonl"), "-p", "999999")
+    assert r.returncode == 1 and not (tmp_path / "new.jsonl").exists()
+    # report -o
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text(json.dumps({"type": "name_set", "ts": 1, "pid": 5, "tid": 5, "comm": "a", "addr": 4096,
+                               "len": 4096, "ret": 0, "err": None, "name": "n", "name_null": False,
+                               "name_truncated": False}) + "\n")
+    victim = tmp_path / "victim"
+    victim.write_text("do not touch\n")
+    link = tmp_path / "out.txt"
+    os.symlink(victim, link)
+    r = run("report", str(rec), "-o", str(link))
+    assert r.returncode == 2 and "symlink" in r.stderr and victim.read_text() == "do not touch\n"
+    r = run("report", str(rec), "-o", str(link), "--replace")
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "do not touch\n" and not os.path.islink(link) and "PID" in link.read_text()
