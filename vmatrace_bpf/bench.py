@@ -42,7 +42,10 @@ class Scenario:
     def __init__(self, name: str, vmas: int, name_len: int, pages: int, distinct: bool):
         self.name = name
         comm = f"vmabench-{name}"[:15]
-        args = [sys.executable, "-m", "vmatrace_bpf.workload", "bench-server", str(vmas),
+        # run as root: the installed workload.py by its path, isolated (-I: no PYTHONPATH, no user
+        # site), never `-m`, which would import a vmatrace_bpf/ from the current directory first
+        from . import workload
+        args = [sys.executable, "-I", os.path.abspath(workload.__file__), "bench-server", str(vmas),
                 str(name_len if name == "named" else 0), str(pages), "1" if distinct else "0", comm]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         hello = json.loads(self.proc.stdout.readline() or '{"error": "the workload died"}')
@@ -129,11 +132,13 @@ class BpfStats:
     @staticmethod
     def read(fn_names) -> Dict[str, dict]:
         """{fn: {"run_cnt", "run_time_ns", "avg_ns"}} for the loaded programs named FN_NAMES."""
-        import shutil
-        if not shutil.which("bpftool"):
+        # the distribution's bpftool by its path, not whatever PATH holds (this runs as root)
+        bpftool = next((p for p in ("/usr/sbin/bpftool", "/usr/bin/bpftool", "/sbin/bpftool") if os.path.isfile(p)),
+                       None)
+        if not bpftool:
             return {}
         try:
-            out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, timeout=60)
+            out = subprocess.run([bpftool, "prog", "show", "--json"], capture_output=True, text=True, timeout=60)
             progs = json.loads(out.stdout or "[]")
         except (OSError, ValueError, subprocess.TimeoutExpired):
             return {}

@@ -53,3 +53,24 @@ def test_bench_numbers_and_table():
     text = render(res)
     assert "trace off, median" in text and "+100.0%" in text
     assert "1.100" in text and "[100]" in text and "kr_vm_area_dup" in text
+
+
+def test_bench_workload_never_imports_from_the_current_directory(tmp_path, monkeypatch):
+    """bench runs as root: a vmatrace_bpf/ package in the current directory (or on PYTHONPATH)
+    must not be what its worker process runs."""
+    import os
+    from vmatrace_bpf.bench import Scenario
+    evil = tmp_path / "vmatrace_bpf"
+    evil.mkdir()
+    marker = tmp_path / "pwned"
+    code = f"open({str(marker)!r}, 'w').close()\n"
+    for fn in ("__init__.py", "workload.py", "__main__.py"):
+        (evil / fn).write_text(code)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    s = Scenario("unnamed", 4, 0, 0, True)  # (this host may not name VMAs)
+    try:
+        assert s.map_count >= 4 and s.pid != os.getpid()
+    finally:
+        s.close()
+    assert not marker.exists()
