@@ -43,7 +43,7 @@ def qname(name: str, width: int = 0) -> str:
 
 
 def causes(words: List[str]) -> str:
-    return "+".join(words) if words else "ok"
+    return escape("+".join(words)) if words else "ok"
 
 
 def event_detail(ev: dict, verbose: bool = False) -> str:
@@ -52,7 +52,7 @@ def event_detail(ev: dict, verbose: bool = False) -> str:
     if t == "name_set":
         rng = f"{ev['addr']:#x}+{human_size(ev['len'])}"
         nm = "(clear)" if ev.get("name_null") else qname(ev["name"], w) + ("..." if ev.get("name_truncated") else "")
-        res = "ok" if ev["ret"] == 0 else (ev.get("err") or str(ev["ret"]))
+        res = "ok" if ev["ret"] == 0 else escape(str(ev.get("err") or ev["ret"]))
         return f"{rng} {nm} {res}"
     if t == "merge":
         rng = f"{ev['start']:#x}+{human_size(ev['end'] - ev['start'])}"
@@ -65,12 +65,12 @@ def event_detail(ev: dict, verbose: bool = False) -> str:
             # "prev[name]": the VMA before differs by its name and nothing else
             d = f"{rng} {nm} no: prev[{causes(ev['prev_cause'])}] next[{causes(ev['next_cause'])}]"
         if verbose:
-            d += (f" src={ev['source']} prev={ev['prev_start']:#x}-{ev['prev_end']:#x} {qname(ev['prev_name'])}"
+            d += (f" src={escape(str(ev['source']))} prev={ev['prev_start']:#x}-{ev['prev_end']:#x} {qname(ev['prev_name'])}"
                   f" next={ev['next_start']:#x}-{ev['next_end']:#x} {qname(ev['next_name'])}"
                   f" flags={ev['vm_flags']:#x}")
         return d
     if t == "split":
-        res = "" if ev["ret"] == 0 else f" failed {ev.get('err') or ev['ret']}"
+        res = "" if ev["ret"] == 0 else f" failed {escape(str(ev.get('err') or ev['ret']))}"
         nm = f"{qname(ev['name'], w)} refs={ev['refcount']}" if ev["name"] else "unnamed"
         return (f"{ev['vma_start']:#x}+{human_size(ev['vma_end'] - ev['vma_start'])} "
                 f"at +{human_size(ev['addr'] - ev['vma_start'])} {nm}{res}")
@@ -134,10 +134,11 @@ def process_details(p: dict) -> str:
              f"errors {m['errors']}; VMAs the names cost: {p['vmas_cost_by_names']}; splits "
              f"{p['splits']['count']}"]
     if p["names"]["rejected"]:
-        lines.append("  names rejected: " + ", ".join(f"{k} x{v}" for k, v in p["names"]["rejected"].items()))
+        lines.append("  names rejected: " + ", ".join(f"{escape(str(k))} x{v}" for k, v in p["names"]["rejected"].items()))
     if m["not_merged_causes"]:
         lines.append("  not merged, by cause (per side): "
-                     + ", ".join(f"{k} {v}" for k, v in sorted(m["not_merged_causes"].items(), key=lambda kv: -kv[1])))
+                     + ", ".join(f"{escape(str(k))} {v}"
+                                 for k, v in sorted(m["not_merged_causes"].items(), key=lambda kv: -kv[1])))
     if m["top_name_pairs"]:
         lines.append(f"  merges blocked by the name alone: {m['blocked_by_name_only']}; top pairs:")
         for pair in m["top_name_pairs"]:

@@ -551,3 +551,23 @@ def test_output_files_are_never_clobbered(tmp_path):
     r = run("report", str(rec), "-o", str(link), "--replace")
     assert r.returncode == 0, r.stderr
     assert victim.read_text() == "do not touch\n" and not os.path.islink(link) and "PID" in link.read_text()
+
+
+def test_hostile_strings_in_a_recording_never_reach_the_terminal_raw(tmp_path):
+    """errno names, cause words and names come from the file: escaped, lone surrogates included."""
+    evil = "\x1b[2J\x07\ud800"
+    evs = [{"type": "name_set", "ts": 1, "pid": 5, "tid": 5, "comm": evil, "addr": 4096, "len": 4096, "ret": -22,
+            "err": evil, "name": evil, "name_null": False, "name_truncated": False},
+           {"type": "merge", "ts": 2, "pid": 5, "tid": 5, "comm": "c", "start": 4096, "end": 8192, "vm_flags": 0,
+            "prev_start": 0, "prev_end": 4096, "next_start": 0, "next_end": 0, "res_start": 0, "res_end": 0,
+            "source": evil, "outcome": "none", "prev_cause": [evil, "name"], "next_cause": ["unseen"],
+            "name": "a", "prev_name": evil, "next_name": ""}]
+    p = tmp_path / "evil.jsonl"
+    p.write_text("".join(json.dumps(e) + "\n" for e in evs))  # json.dumps writes \ud800 as an escape
+    for args in ([], ["-j"]):
+        r = subprocess.run([sys.executable, "-m", "vmatrace_bpf", "report", str(p), *args], capture_output=True,
+                           cwd=REPO)
+        out = r.stdout + r.stderr
+        assert b"Traceback" not in out
+        assert b"\x1b" not in out and b"\x07" not in out, out
+        assert r.returncode in (0, 1)
