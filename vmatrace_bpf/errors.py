@@ -16,9 +16,12 @@ class VmabpfError(Exception):
 
 
 def fail(message: str, code: int = 1):
-    """Say MESSAGE as 'vmabpf: MESSAGE' on stderr and exit with CODE."""
+    """Say MESSAGE as 'vmabpf: MESSAGE' on stderr, escaped (it may quote a file name, a line of a
+    file, a device's answer), and exit with CODE."""
     import click
-    click.echo(f"vmabpf: {message}", err=True)
+
+    from .escape import escape
+    click.echo(f"vmabpf: {escape(message)}", err=True)
     sys.exit(code)
 
 

@@ -15,7 +15,8 @@ from typing import Optional, Sequence, Tuple
 import click
 
 from .errors import VmabpfError, one_line_errors
-from .procmaps import SMAPS_COLUMNS, SORT_KEYS, ProcMaps, escape, fragments, group, parse
+from .escape import escape
+from .procmaps import SMAPS_COLUMNS, SORT_KEYS, ProcMaps, fragments, group, parse
 
 ADB_TIMEOUT = 120
 
@@ -147,7 +148,7 @@ def read_adb(pid: int, serial: Optional[str] = None, adb: Optional[str] = None) 
         if rc == 0 and not out.strip():
             raise VmabpfError(f"PID {pid} has no memory map on the device (a kernel thread?)")
         first = (text_err.strip().splitlines() or ["(no output)"])[0]
-        raise VmabpfError(f"adb shell {command!r} failed (exit {rc}): {escape(first)}")
+        raise VmabpfError(f"adb shell '{command}' failed (exit {rc}): {first}")
     if denied:
         raise VmabpfError(f"permission denied reading {path} on the device, also with su 0 and su -c: "
                           "PID belongs to another app; use a rooted device or a userdebug build (`adb root`)")

@@ -45,17 +45,6 @@ _HEADER_RE = re.compile(r"([0-9a-f]+)-([0-9a-f]+) ([r-][w-][x-][ps]) ([0-9a-f]+)
 _HEXCHARS = frozenset("0123456789abcdef")
 
 
-def escape(text: str) -> str:
-    """TEXT safe for a terminal: render.escape() (printable ASCII as is, the
-    rest as \\xNN / \\uNNNN), except that bytes which were not UTF-8 (kept as
-    surrogates by the "surrogateescape" decoding of paths) show as the byte \\xNN."""
-    if text.isascii() and text.isprintable() and "\\" not in text:
-        return text
-    from .render import escape as render_escape
-    return "".join(f"\\x{ord(ch) - 0xDC00:02x}" if 0xDC80 <= ord(ch) <= 0xDCFF else render_escape(ch)
-                   for ch in text)
-
-
 @dataclass
 class Vma:
     """One VMA as /proc/PID/{maps,smaps} shows it (the kernel's vm_area_struct)."""
@@ -118,9 +107,10 @@ class ProcMaps:
 
 # -- parsing ----------------------------------------------------------------------
 def _fail(source: str, lineno: int, what: str, text: str = "") -> "VmabpfError":
-    shown = escape(text[:60]) + ("..." if len(text) > 60 else "")
+    # raw: the one-line error printer (errors.fail) escapes the whole message once
+    shown = text[:60] + ("..." if len(text) > 60 else "")
     where = f"{source}: line {lineno}" if source else f"line {lineno}"
-    return VmabpfError(f"{where}: {what}" + (f": {shown!r}" if text else ""))
+    return VmabpfError(f"{where}: {what}" + (f": '{shown}'" if text else ""))
 
 
 def parse_header(line: str) -> Optional[Tuple[int, int, str, int, str, int, str]]:

@@ -129,7 +129,7 @@ def _record(output, pid, children, duration, force, replace=False):
         raise VmabpfError("--duration must be a positive number of seconds", exit_code=2)
     if children and pid is None:
         raise VmabpfError("--children needs -p PID (without -p every process is recorded)", exit_code=2)
-    from .render import escape
+    from .escape import escape
     from .watch import StopFlag, missing_note, prepare, trace_loop
 
     pids = [pid] if pid is not None else []

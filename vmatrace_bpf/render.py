@@ -10,21 +10,7 @@ from typing import List, Optional
 
 from tabulate import tabulate
 
-
-def escape(s: str) -> str:
-    """Printable ASCII as is; everything else as \\xNN / \\uNNNN (no raw control bytes reach a terminal)."""
-    out = []
-    for ch in s:
-        o = ord(ch)
-        if 0x20 <= o < 0x7F and ch != "\\":
-            out.append(ch)
-        elif ch == "\\":
-            out.append("\\\\")
-        elif o < 0x100:
-            out.append(f"\\x{o:02x}")
-        else:
-            out.append(f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
-    return "".join(out)
+from .escape import escape  # noqa: F401  (the one escaping function; render's users import it from here)
 
 
 def human_size(n: int) -> str:

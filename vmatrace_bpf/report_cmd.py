@@ -604,7 +604,7 @@ def _report(files, pid, as_json, fmt, output, replace=False):
             out.discard()
             raise VmabpfError(f"cannot write {output}: {e.strerror or e}") from None
         out.commit()
-        from .render import escape
+        from .escape import escape
         click.echo(f"Wrote {fmt} report to {escape(output)}.", err=True)
     else:
         click.echo(text)

@@ -88,7 +88,7 @@ def prepare(pids: List[int], tid: Optional[int], force: tuple):
 
 def missing_note(plan) -> str:
     """' (not traced here: merge (why); ...)' for a banner's first line, or ''."""
-    from .render import escape
+    from .escape import escape
     line = plan.missing_line()
     return f" (not traced here: {escape(line)})" if line else ""
 

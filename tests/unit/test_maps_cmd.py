@@ -172,3 +172,15 @@ def test_fuzz_cli_never_tracebacks(tmp_path, content, extra):
     r = CliRunner().invoke(maps, ["--file", str(f), *extra])
     assert r.exit_code in (0, 1), r.output
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+
+
+def test_errors_escape_file_names_and_lines_once(tmp_path):
+    bad = tmp_path / "c\td"
+    bad.write_bytes(b"garbage\x1b[2J\n")
+    r = subprocess.run([sys.executable, "-m", "vmatrace_bpf", "maps", "--file", str(bad)], capture_output=True,
+                       text=True, cwd=REPO)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr == f"vmabpf: {tmp_path}/c\\x09d: line 1: not a /proc/PID/maps or smaps line: 'garbage\\x1b[2J'\n"
+    r = subprocess.run([sys.executable, "-m", "vmatrace_bpf", "maps", "--file", str(tmp_path / "no\x1bpe")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 1 and "\x1b" not in r.stderr and "no\\x1bpe: no such file" in r.stderr
