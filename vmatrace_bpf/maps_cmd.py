@@ -27,19 +27,16 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
+MAX_SMAPS_BYTES = 4 << 30  # a saved smaps of 1M VMAs is ~1 GiB
+
+
 def read_file(path: str) -> str:
     """The text of a saved maps/smaps file; VmabpfError if it cannot be read."""
+    from .inputs import read_regular
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise VmabpfError(f"{path}: no such file")
-    except IsADirectoryError:
-        raise VmabpfError(f"{path}: is a directory, not a maps/smaps file")
-    except PermissionError:
-        raise VmabpfError(f"{path}: permission denied")
+        data = read_regular(path, "a maps/smaps file", MAX_SMAPS_BYTES)
     except OSError as e:
-        raise VmabpfError(f"{path}: cannot read: {e.strerror or e}")
+        raise VmabpfError(f"{path}: cannot read: {e.strerror or e}") from None
     return _decode(data)
 
 

@@ -129,9 +129,17 @@ def test_usage_and_missing_things(args, msg, code):
 def test_unreadable_file(tmp_path, monkeypatch):
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr("builtins.open", denied)
+    monkeypatch.setattr("os.open", denied)  # root reads everything: pretend
     with pytest.raises(maps_cmd.VmabpfError, match="permission denied"):
         maps_cmd.read_file(str(tmp_path / "x"))
+
+
+def test_devices_fifos_and_directories_are_refused_at_once(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, kind in (("/dev/zero", "a character device"), (str(fifo), "a FIFO"), (str(tmp_path), "a directory")):
+        with pytest.raises(maps_cmd.VmabpfError, match=f"is {kind}, not a maps/smaps file"):
+            maps_cmd.read_file(path)
 
 
 def test_another_users_process_says_run_as_root(tmp_path, monkeypatch):

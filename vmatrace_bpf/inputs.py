@@ -1,0 +1,66 @@
+"""Reading files a user names (saved kallsyms, BTF, configs, smaps, recordings): bounded.
+
+Only regular files are read where a file is expected (a FIFO, a device such as /dev/zero or a
+directory gets one clear line instead of a hang or a process that grows until it is killed),
+and no line may be longer than a limit far above anything real.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import BinaryIO, Iterator
+
+from .errors import VmabpfError
+
+MAX_LINE = 1 << 20  # bytes; the longest real lines (smaps paths, recordings' merge events) are < 1 KiB
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str, what: str) -> BinaryIO:
+    """PATH opened for reading in binary, if it is a regular file; else VmabpfError saying why.
+    WHAT names what the file should be ("a saved kallsyms")."""
+    try:
+        # O_NONBLOCK: opening a FIFO nobody writes to must not block before the check below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise VmabpfError(f"{path}: no such file") from None
+    except PermissionError:
+        raise VmabpfError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise VmabpfError(f"{path}: cannot read: {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise VmabpfError(f"{path} is {_kind(st.st_mode)}, not {what}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path: str, what: str, limit: int) -> bytes:
+    """The whole of regular file PATH, refused when over LIMIT bytes."""
+    with open_regular(path, what) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise VmabpfError(f"{path} is larger than {limit >> 20} MiB: not {what}")
+    return data
+
+
+def lines(f: BinaryIO, name: str, what: str, limit: int = MAX_LINE) -> Iterator[bytes]:
+    """The lines of F (newline kept), refusing one longer than LIMIT bytes."""
+    n = 0
+    while True:
+        line = f.readline(limit + 1)
+        if not line:
+            return
+        n += 1
+        if len(line) > limit:
+            raise VmabpfError(f"{name}: line {n} is longer than {limit} bytes: not {what}")
+        yield line
