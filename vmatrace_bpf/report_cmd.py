@@ -11,6 +11,7 @@ error.  It raises nothing but VmabpfError subclasses.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 import click
 
 from .errors import VmabpfError, one_line_errors
+from .inputs import MAX_LINE
 from .record import FORMAT, VERSION
 
 MAX_WARNINGS = 10  # per file; the rest are counted
@@ -117,7 +119,7 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 _SCAN = _DECODER.scan_once
 JSON_DECODER = "json"  # the standard library (the design keeps to it), one JSON array per batch of lines
 _OBJ_COMMA = re.compile(rb"\}\s*,")
-_BATCH_BYTES = 32768  # lines per batch: ~100 events
+_BATCH_BYTES = 32768  # bytes read per batch: ~100 events
 
 
 # -- reading ------------------------------------------------------------------------------------------------
@@ -161,12 +163,11 @@ class RecordFile:
     def _open(self):
         if self.path == "-":
             return sys.stdin.buffer
+        from .inputs import open_regular
         try:
-            return open(self.path, "rb")
-        except IsADirectoryError:
-            raise RecordReadError(f"{self.path} is a directory, not a recording") from None
-        except OSError as e:
-            raise RecordReadError(f"cannot read {self.path}: {e.strerror or e}") from None
+            return open_regular(self.path, "a recording")
+        except VmabpfError as e:
+            raise RecordReadError(str(e)) from None
 
     def _not_record(self, lineno: int, raw: bytes, why: str) -> NotARecordError:
         if b"\0" in raw[:4096]:
@@ -191,24 +192,34 @@ class RecordFile:
     def _scan(self, sink: Callable[[dict], None]) -> Iterator[None]:
         """Read the file (or its byte range), one batch of lines per step."""
         f = self._open()
-        left = None
         try:
             if self.start:
                 f.seek(self.start)
-            if self.end is not None:
-                left = self.end - self.start
-            while left is None or left > 0:
-                lines = f.readlines(_BATCH_BYTES)
-                if not lines:
+            # bytes of this part still to read (None: to the end); parts start at line starts
+            to_read = None if self.end is None else self.end - self.start
+            rest = b""
+            while True:
+                # whole lines, ~_BATCH_BYTES at a time; a line longer than MAX_LINE (an endless
+                # line, a binary file) is refused instead of read into memory
+                chunk = f.read(_BATCH_BYTES if to_read is None else min(_BATCH_BYTES, to_read)) \
+                    if to_read is None or to_read > 0 else b""
+                if to_read is not None:
+                    to_read -= len(chunk)
+                if not chunk:
+                    if rest:
+                        self._batch([rest], sink)  # a last line without its newline
+                        yield None
                     break
-                if left is not None:
-                    for i, ln in enumerate(lines):
-                        left -= len(ln)
-                        if left <= 0:
-                            del lines[i + 1:]
-                            break
-                self._batch(lines, sink)
-                yield None
+                data = rest + chunk
+                cut = data.rfind(b"\n") + 1
+                rest = data[cut:]
+                if len(rest) > MAX_LINE:
+                    n = self.lineno + data.count(b"\n", 0, cut) + 1
+                    raise NotARecordError(f"{self.name}: line {n} is longer than {MAX_LINE} bytes: "
+                                          "not a vmabpf recording")
+                if cut:
+                    self._batch(io.BytesIO(data[:cut]).readlines(), sink)
+                    yield None
         except OSError as e:
             raise RecordReadError(f"reading {self.name} failed: {e.strerror or e}") from None
         finally:

@@ -263,8 +263,7 @@ def test_not_a_record_one_line(tmp_path, content, why):
 
 def test_report_usage_errors(tmp_path):
     r = run("report", str(tmp_path / "missing"))
-    assert r.returncode == 1 and r.stderr.strip() == f"vmabpf: cannot read {tmp_path / 'missing'}: No such file " \
-                                                     "or directory"
+    assert r.returncode == 1 and r.stderr.strip() == f"vmabpf: {tmp_path / 'missing'}: no such file"
     r = run("report", str(tmp_path))
     assert r.returncode == 1 and "is a directory" in r.stderr and r.stderr.count("\n") == 1
     r = run("report")
@@ -571,3 +570,17 @@ def test_hostile_strings_in_a_recording_never_reach_the_terminal_raw(tmp_path):
         assert b"Traceback" not in out
         assert b"\x1b" not in out and b"\x07" not in out, out
         assert r.returncode in (0, 1)
+
+
+def test_report_refuses_devices_fifos_and_endless_lines(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    long = tmp_path / "long.jsonl"
+    long.write_bytes(b"a" * (3 << 20))
+    for path, want in (("/dev/zero", "is a character device, not a recording"), (str(fifo), "is a FIFO"),
+                       (str(long), "line 1 is longer than 1048576 bytes")):
+        r = run("report", path, timeout=60)
+        assert r.returncode == 1 and want in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "vmatrace_bpf", "report", "-"], input=b"x" * (3 << 20),
+                       capture_output=True, cwd=REPO, timeout=60)
+    assert r.returncode == 1 and b"stdin: line 1 is longer than" in r.stderr
