@@ -26,6 +26,7 @@ KIND_FLOAT, KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = 16, 17, 18, 19
 
 _MODIFIERS = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
 _MAX_CHAIN = 64  # typedef/qualifier/pointer chains are a handful long in real BTF
+MAX_BYTES = 256 << 20  # a vmlinux BTF is 2-10 MB
 
 
 class BTFError(Exception):
@@ -97,18 +98,30 @@ class BTF:
         if self._types_end > len(data) or self._str_end > len(data):
             raise BTFError("truncated BTF")
         # id -> (offset of btf_type, kind, vlen, kind_flag, name_off, size_or_type)
+        if hdr_len < 24 or self._types_start > self._types_end or self._str_start > self._str_end:
+            raise BTFError("malformed BTF header")
         self._types: List[Tuple[int, int, int, int, int, int]] = [(0, 0, 0, 0, 0, 0)]
         self._by_name: Dict[Tuple[int, str], List[int]] = {}
-        self._index()
+        try:
+            self._index()
+        except (struct.error, ValueError, IndexError) as e:
+            raise BTFError(f"malformed BTF type section ({e})") from None
 
     @classmethod
     def from_file(cls, path: str) -> "BTF":
-        with open(path, "rb") as f:
-            return cls(f.read())
+        """BTF from PATH (a regular file of at most MAX_BYTES); BTFError for anything malformed."""
+        from .errors import VmabpfError
+        from .inputs import read_regular
+        try:
+            return cls(read_regular(path, "a BTF file", MAX_BYTES))
+        except VmabpfError as e:
+            raise BTFError(str(e)) from None
 
     def _str(self, off: int) -> str:
         start = self._str_start + off
-        end = self._data.index(b"\0", start, self._str_end)
+        end = self._data.find(b"\0", start, self._str_end)
+        if off < 0 or end < 0:
+            raise BTFError(f"string offset {off} is outside the string section")
         return self._data[start:end].decode("utf-8", "replace")
 
     def _index(self) -> None:
@@ -124,10 +137,12 @@ class BTF:
             if name_off and kind in named:
                 self._by_name.setdefault((kind, self._str(name_off)), []).append(tid)
             pos += 12 + _extra_size(kind, vlen)
+        if pos != end:
+            raise BTFError("the type section does not end on a type boundary (truncated or corrupt)")
 
     # -- lookups -----------------------------------------------------------
     def kind(self, tid: int) -> int:
-        return self._types[tid][1]
+        return self._types[self._check_id(tid)][1]
 
     def name(self, tid: int) -> str:
         return self._str(self._types[tid][4]) if self._types[tid][4] else ""
@@ -252,14 +267,16 @@ class BTF:
             tid = self.resolve(mtype)
         return total // 8
 
-    def _find_member(self, tid: int, name: str) -> Optional[Tuple[int, int]]:
+    def _find_member(self, tid: int, name: str, depth: int = 0) -> Optional[Tuple[int, int]]:
+        if depth > _MAX_CHAIN:
+            raise BTFError(f"struct {tid}: anonymous members nested deeper than {_MAX_CHAIN} (a loop?)")
         for m in self.members(tid):
             if m.name == name:
                 return m.bit_offset, m.type_id
             if not m.name:
                 inner = self.resolve(m.type_id)
                 if self.kind(inner) in (KIND_STRUCT, KIND_UNION):
-                    found = self._find_member(inner, name)
+                    found = self._find_member(inner, name, depth + 1)
                     if found is not None:
                         return m.bit_offset + found[0], found[1]
         return None

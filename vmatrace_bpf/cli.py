@@ -44,13 +44,18 @@ def doctor(as_json, kallsyms, filter_functions, btf, config, release, arch):
     files instead, e.g. ones pulled from a device with adb.
     """
     from .doctor import diagnose
-    from .kernel import KernelInfo, host_machine
+    from .errors import VmabpfError
+    from .kernel import KernelInfo, check_saved_files, host_machine
     from .render import render_doctor
 
     if kallsyms:
         kinfo = KernelInfo.from_files(release or "unknown", arch or host_machine(), kallsyms=kallsyms,
                                       filter_functions=filter_functions, btf=btf, config=config)
+        check_saved_files(kinfo.files)
         report = diagnose(kinfo, live=False)
+    elif filter_functions or btf or config:
+        raise VmabpfError("--filter-functions, --btf and --config plan from saved files: they need --kallsyms",
+                          exit_code=2)
     else:
         report = diagnose(KernelInfo.live())
     if as_json:

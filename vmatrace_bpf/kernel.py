@@ -11,6 +11,7 @@ import gzip
 import os
 import platform
 import re
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Dict, Iterable, List, Optional, Set
@@ -243,6 +244,54 @@ def iter_fixture_kernels(vm_dir: str) -> Iterable[KernelInfo]:
             yield KernelInfo.from_files(rel, arch, kallsyms=p(fn),
                                         filter_functions=p(f"available_filter_functions-{rel}.txt"),
                                         btf=p(f"btf-{rel}"), config=p(f"config-{rel}"))
+
+
+_KALLSYMS_LINE = re.compile(rb"^[0-9a-fA-F]{1,16} [a-zA-Z?] \S+")
+
+
+def check_saved_files(files: KernelFiles) -> None:
+    """Every saved file named for an offline plan must exist, be a regular file and parse:
+    VmabpfError with one line saying which and why (never silently planned without it)."""
+    from .errors import VmabpfError
+    from .inputs import lines, open_regular
+
+    def scan(path: str, what: str, good) -> None:
+        with open_regular(path, what) as f:
+            seen = 0
+            for line in lines(f, path, what, limit=1 << 16):
+                if line.strip():
+                    if not good(line):
+                        shown = line[:40].rstrip(b"\n").decode("utf-8", "surrogateescape")
+                        raise VmabpfError(f"{path}: line {seen + 1} is not {what}: '{shown}'")
+                    seen += 1
+            if not seen:
+                raise VmabpfError(f"{path} is empty: not {what}")
+
+    if files.kallsyms:
+        scan(files.kallsyms, "a kallsyms file ('address type name' lines)",
+             lambda ln: _KALLSYMS_LINE.match(ln) is not None)
+    if files.filter_functions:
+        scan(files.filter_functions, "an available_filter_functions file",
+             lambda ln: re.match(rb"^[A-Za-z_.$][\w.$]*(\s|$)", ln) is not None)
+    if files.btf:
+        try:
+            BTF.from_file(files.btf)
+        except BTFError as e:
+            raise VmabpfError(f"{files.btf}: not usable BTF: {e}") from None
+    if files.config:
+        path = files.config
+        try:
+            with open_regular(path, "a kernel config") as raw:
+                gz = raw.read(2) == b"\x1f\x8b"
+                raw.seek(0)
+                f = gzip.GzipFile(fileobj=raw) if gz else raw
+                n = 0
+                for line in lines(f, path, "a kernel config", limit=1 << 16):
+                    n += line.startswith(b"CONFIG_") or line.startswith(b"# CONFIG_")
+            if not n:
+                raise VmabpfError(f"{path}: no CONFIG_ line: not a kernel config")
+        except (EOFError, OSError, zlib.error) as e:
+            raise VmabpfError(f"{path}: truncated or corrupt gzip ({e})") from None
 
 
 def host_machine() -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .btf import BTFError
 from .kernel import KernelInfo
 
 
@@ -517,7 +518,10 @@ def _try_variant(kinfo: KernelInfo, variant: Variant, choice: Choice):
     checked: List[str] = []
     degraded: List[str] = []
     for probe in variant.probes:
-        target, probe_defines, note = _resolve_probe(kinfo, probe, variant)
+        try:
+            target, probe_defines, note = _resolve_probe(kinfo, probe, variant)
+        except BTFError as e:
+            target, probe_defines, note = None, {}, f"this kernel's BTF is malformed ({e}): nothing read from it"
         if target is None:
             if probe.optional:
                 degraded.append(note)
@@ -529,7 +533,10 @@ def _try_variant(kinfo: KernelInfo, variant: Variant, choice: Choice):
         if probe.macro:
             defines[probe.macro] = 1
     for off in variant.offsets:
-        val, why = _resolve_offset(kinfo, off)
+        try:
+            val, why = _resolve_offset(kinfo, off)
+        except BTFError as e:
+            val, why = None, f"this kernel's BTF is malformed ({e}): nothing read from it"
         if val is None:
             return resolved, defines, checked, degraded, why
         defines[off.macro] = val

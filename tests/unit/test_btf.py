@@ -33,3 +33,73 @@ def test_not_btf():
         BTF(b"\0" * 64)
     with pytest.raises(BTFError):
         BTF(b"\x9f\xeb\x01\x00" + b"\x18\0\0\0" + b"\0\0\0\0" + b"\xff\0\0\0" * 4)
+
+
+# -- malformed BTF: one BTFError, never a hang, a loop or another exception -------------------------
+import struct  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from btfgen import mm_kernel  # noqa: E402
+
+
+def small_btf():
+    b, t = mm_kernel()
+    b.func("vma_merge", t["vm_area_struct*"], [("vmi", t["vma_iterator*"]), ("anon_name", t["anon_vma_name*"])])
+    return b.bytes()
+
+
+SMALL = small_btf()
+
+
+def exercise(data):
+    """What vmabpf asks of a BTF: it answers, or raises BTFError."""
+    try:
+        b = BTF(data)
+        for fn in b.func_names()[:20]:
+            for p in b.func_prototypes(fn):
+                b.type_desc(p.ret_type)
+                for q in p.params:
+                    b.type_size(q.type_id), b.type_desc(q.type_id), b.is_scalar(q.type_id), b.is_struct(q.type_id)
+        b.member_offset("vm_area_struct", "x")
+        b.member_type_desc("vm_userfaultfd_ctx", "ctx")
+    except BTFError:
+        pass
+
+
+def test_self_referencing_types_do_not_loop():
+    b, t = mm_kernel()
+    data = bytearray(b.bytes())
+    # turn the first pointer type into a volatile qualifier of itself
+    first_ptr = t["void*"]
+    pos, tid = 24, 1  # types start right after the 24-byte header: walk to type first_ptr
+    while tid < first_ptr:
+        kind, vlen = (struct.unpack_from("<I", data, pos + 4)[0] >> 24) & 0x1F, \
+            struct.unpack_from("<I", data, pos + 4)[0] & 0xFFFF
+        pos += 12 + {1: 4, 4: 12 * vlen, 13: 8 * vlen}.get(kind, 0)
+        tid += 1
+    struct.pack_into("<I", data, pos + 4, 9 << 24)  # BTF_KIND_VOLATILE ...
+    struct.pack_into("<I", data, pos + 8, first_ptr)  # ... of itself
+    bb = BTF(bytes(data))
+    with pytest.raises(BTFError, match="loop"):
+        bb.resolve(first_ptr)
+    exercise(bytes(data))
+
+
+@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, len(SMALL) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+       st.integers(0, len(SMALL)))
+def test_mutated_btf_gives_btferror_or_answers(flips, cut):
+    data = bytearray(SMALL)
+    for pos, val in flips:
+        data[pos] = val
+    exercise(bytes(data[:cut]) if cut < 24 else bytes(data))
+    exercise(bytes(data[:cut]))
+
+
+@settings(max_examples=100, deadline=2000)
+@given(st.binary(max_size=512))
+def test_random_bytes_are_not_btf(data):
+    exercise(data)
+    exercise(b"\x9f\xeb\x01\x00" + data)

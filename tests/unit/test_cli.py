@@ -58,3 +58,28 @@ def test_watch_ebpf_prints_program_with_plan_macros():
     assert r.returncode == 0
     assert "#define FILTER_PIDS 1" in r.stdout and '#include "vmatrace.h"' in r.stdout
     assert "TRACEPOINT_PROBE" in r.stdout
+
+
+def test_doctor_saved_files_must_exist_and_parse(tmp_path):
+    """Every file named for an offline plan is read, or one line says which and why."""
+    import gzip
+    ks = os.path.join(DATA, "kernels", "x86_64", "kallsyms-6.6.87.txt")
+    cfg = os.path.join(DATA, "kernels", "x86_64", "config-6.6.87")
+    rnd = tmp_path / "random"
+    rnd.write_bytes(bytes(range(256)) * 20)
+    trunc = tmp_path / "config.gz"
+    trunc.write_bytes(gzip.compress(open(cfg, "rb").read())[:3000])
+    cases = [
+        (["--kallsyms", str(tmp_path / "missing")], "missing: no such file"),
+        (["--kallsyms", str(rnd)], "line 1 is not a kallsyms file"),
+        (["--kallsyms", "/dev/zero"], "/dev/zero is a character device"),
+        (["--kallsyms", ks, "--btf", str(tmp_path / "nobtf")], "nobtf: not usable BTF: "),
+        (["--kallsyms", ks, "--btf", str(rnd)], "not usable BTF: bad BTF magic"),
+        (["--kallsyms", ks, "--config", str(trunc)], "config.gz: truncated or corrupt gzip"),
+        (["--kallsyms", ks, "--filter-functions", str(tmp_path / "noff")], "noff: no such file"),
+        (["--btf", str(rnd)], "they need --kallsyms"),
+    ]
+    for args, want in cases:
+        r = run("doctor", *args)
+        assert r.returncode in (1, 2) and want in r.stderr, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and "Aborted" not in r.stderr + r.stdout
