@@ -331,6 +331,6 @@ def _bench_fork(vmas, name_len, pages, forks, trace, same_name, as_json):
     with BpfStats():
         result = run_bench(vmas, name_len, pages, forks, modes, not same_name, progress=progress)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json.dumps(result, indent=2, allow_nan=False))
     else:
         click.echo(render(result))

@@ -59,7 +59,7 @@ def doctor(as_json, kallsyms, filter_functions, btf, config, release, arch):
     else:
         report = diagnose(KernelInfo.live())
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
     else:
         click.echo(render_doctor(report))
     sys.exit(0 if report.can_watch else 1)

@@ -158,7 +158,7 @@ def decode(raw: bytes) -> Optional[Event]:
 
 
 def to_json(ev: Event) -> str:
-    return json.dumps(ev, separators=(",", ":"), ensure_ascii=True)
+    return json.dumps(ev, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 class RecordError(ValueError):

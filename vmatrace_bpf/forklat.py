@@ -125,7 +125,7 @@ def _forklat(pid, milliseconds, microseconds, as_json, by, timestamp, duration, 
         sections = read_histograms(tracer, by)
         if as_json:
             for obj in render_json(sections, unit, by):
-                out.write(json.dumps(obj) + "\n")
+                out.write(json.dumps(obj, allow_nan=False) + "\n")
         else:
             if timestamp:
                 out.write(time.strftime("%H:%M:%S") + "\n")

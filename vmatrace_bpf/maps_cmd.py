@@ -261,7 +261,7 @@ def maps(pid, path, use_adb, serial, as_json, sort, by, with_fragments):
         text, source = read_pid(pid)
     pm = parse(text, source)
     if as_json:
-        click.echo(json.dumps(to_json(pm, by, sort, with_fragments), indent=1))
+        click.echo(json.dumps(to_json(pm, by, sort, with_fragments), indent=1, allow_nan=False))
         return
     click.echo(f"{escape(source)}: {len(pm.vmas)} VMAs ({pm.kind})")
     click.echo(render_table(pm, by, sort))

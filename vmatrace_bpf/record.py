@@ -56,7 +56,7 @@ class RecordWriter:
 
     def _line(self, rec: dict) -> None:
         try:
-            self.fp.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            self.fp.write(json.dumps(rec, separators=(",", ":"), allow_nan=False) + "\n")
             self.fp.flush()
         except BrokenPipeError:
             raise

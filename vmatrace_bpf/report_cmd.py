@@ -114,8 +114,16 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-# NaN/Infinity are not JSON (Python's json accepts them); a recording never holds them
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:20]} is out of range")  # 1e400: would be printed as Infinity
+    return v
+
+
+# NaN/Infinity are not JSON (Python's json accepts them), nor is a number too large for a double:
+# a recording never holds them, and the line is refused (with its number) instead
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 _SCAN = _DECODER.scan_once
 JSON_DECODER = "json"  # the standard library (the design keeps to it), one JSON array per batch of lines
 _OBJ_COMMA = re.compile(rb"\}\s*,")
@@ -600,9 +608,9 @@ def _report(files, pid, as_json, fmt, output, replace=False):
     fmt = fmt or ("json" if as_json else "table")
     summ, infos, kept = build_report(list(files), pid, keep_events=(fmt == "chrome"))
     if fmt == "json":
-        text = json.dumps({"type": "report", "files": infos, **summ}, indent=1)
+        text = json.dumps({"type": "report", "files": infos, **summ}, indent=1, allow_nan=False)
     elif fmt == "chrome":
-        text = json.dumps(chrome_trace(kept, {"files": [i["path"] for i in infos]}), separators=(",", ":"))
+        text = json.dumps(chrome_trace(kept, {"files": [i["path"] for i in infos]}), separators=(",", ":"), allow_nan=False)
     else:
         text = render_table(summ, infos)
     if output and output != "-":

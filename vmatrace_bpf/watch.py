@@ -188,7 +188,7 @@ def _watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, forc
         if ev["type"] == "exit":
             ev["comm"] = agg.procs[pid].comm if pid in agg.procs else ""
         if as_json:
-            out.write(json.dumps(ev, separators=(",", ":")) + "\n")
+            out.write(json.dumps(ev, separators=(",", ":"), allow_nan=False) + "\n")
         else:
             if not first_ts and "ts" in ev:
                 first_ts.append(ev["ts"])
@@ -198,7 +198,7 @@ def _watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, forc
     def emit_summary(final: bool) -> None:
         summ = agg.summary()
         if as_json:
-            out.write(json.dumps({"type": "summary", "final": final, **summ}, separators=(",", ":")) + "\n")
+            out.write(json.dumps({"type": "summary", "final": final, **summ}, separators=(",", ":"), allow_nan=False) + "\n")
         else:
             out.write("\n" + summary_table(summ) + "\n\n")
         out.flush()

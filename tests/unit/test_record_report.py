@@ -584,3 +584,19 @@ def test_report_refuses_devices_fifos_and_endless_lines(tmp_path):
     r = subprocess.run([sys.executable, "-m", "vmatrace_bpf", "report", "-"], input=b"x" * (3 << 20),
                        capture_output=True, cwd=REPO, timeout=60)
     assert r.returncode == 1 and b"stdin: line 1 is longer than" in r.stderr
+
+
+def test_json_out_is_strict_even_for_huge_numbers_in(tmp_path):
+    """1e400 in a recording would be Infinity (not JSON) in report -j: the line is refused, with its number."""
+    ok = {"type": "name_set", "ts": 1, "pid": 5, "tid": 5, "comm": "a", "addr": 4096, "len": 4096, "ret": 0,
+          "err": None, "name": "n", "name_null": False, "name_truncated": False}
+    p = tmp_path / "huge.jsonl"
+    p.write_text(json.dumps({"type": "header", "format": "vmabpf-record", "version": 1, "x": 1}) + "\n"
+                 + json.dumps(ok) + "\n"
+                 + json.dumps(dict(ok, ts=2)).replace('"ts": 2', '"ts": 1e400') + "\n"
+                 + '{"type": "footer", "events": 1e400, "lost_events": 0}\n')
+    r = run("report", "-j", str(p))
+    assert r.returncode == 0, r.stderr
+    json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} in report -j output"))
+    assert "Infinity" not in r.stdout
+    assert ":3: malformed line skipped" in r.stderr and ":4: malformed line skipped" in r.stderr
