@@ -288,7 +288,7 @@ def bench():
 
 
 @bench.command("fork")
-@click.option("--vmas", type=int, help="VMAs in the forking process (default: vm.max_map_count minus headroom)")
+@click.option("--vmas", type=click.IntRange(1, 1 << 24), help="VMAs in the forking process (default: vm.max_map_count minus headroom)")
 @click.option("--name-len", type=click.IntRange(1, 79), default=79, show_default=True, help="name length")
 @click.option("--pages", type=click.Choice(["0", "1", "10"]), default="0", show_default=True,
               help="pages populated per VMA")

@@ -10,7 +10,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import one_line_errors
+from .errors import fail, one_line_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,7 +74,21 @@ def run():
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     except (AttributeError, ValueError, OSError):  # no SIGUSR1, or stderr without a file descriptor
         pass
-    main()
+    no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2; older ones print help and exit
+    try:
+        rc = main(standalone_mode=False, prog_name="vmabpf")
+    except no_args as e:  # plain `vmabpf`: the help text
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        rc = 0
+    except click.UsageError as e:
+        # one line, like every other error (click's own form is three); --help has the rest
+        cmd = e.ctx.command_path if e.ctx else "vmabpf"
+        fail(f"{e.format_message()} (see '{cmd} --help')", 2)
+    except click.ClickException as e:
+        fail(e.format_message(), e.exit_code)
+    except click.Abort:
+        fail("aborted", 130)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 def _register_commands():

@@ -14,6 +14,8 @@ from typing import Dict, List, Tuple
 
 import click
 
+from .options import PID, COUNT, SECONDS
+
 from .errors import VmabpfError, one_line_errors
 
 BY = {"vmas": 1, "named": 2, "comm": 3}
@@ -77,17 +79,17 @@ def render_json(sections, unit: str, by: str) -> List[dict]:
 
 
 @click.command()
-@click.option("-p", "--pid", type=int, help="only forks of this process")
+@click.option("-p", "--pid", type=PID, help="only forks of this process")
 @click.option("-m", "--milliseconds", is_flag=True, help="millisecond histogram")
 @click.option("-u", "--microseconds", is_flag=True, help="microsecond histogram")
 @click.option("-j", "--json", "as_json", is_flag=True, help="JSON, one object per section")
 @click.option("--by", type=click.Choice(sorted(BY)), default="vmas", show_default=True,
               help="one histogram per log2 VMA count, per named/unnamed process, or per comm")
 @click.option("-T", "--timestamp", is_flag=True, help="print a timestamp before each interval")
-@click.option("--duration", type=float, help="stop after this many seconds")
+@click.option("--duration", type=SECONDS, help="stop after this many seconds")
 @click.option("--ebpf", is_flag=True, help="print the BPF program and exit")
-@click.argument("interval", required=False, type=float)
-@click.argument("count", required=False, type=int)
+@click.argument("interval", required=False, type=SECONDS)
+@click.argument("count", required=False, type=COUNT)
 def forklat(pid, milliseconds, microseconds, as_json, by, timestamp, duration, ebpf, interval, count):
     """Fork latency (dup_mmap) as log2 histograms, by VMA count, named/unnamed or comm.
 

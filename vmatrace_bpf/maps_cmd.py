@@ -14,6 +14,8 @@ from typing import Optional, Sequence, Tuple
 
 import click
 
+from .options import PID
+
 from .errors import VmabpfError, one_line_errors
 from .escape import escape
 from .procmaps import SMAPS_COLUMNS, SORT_KEYS, ProcMaps, fragments, group, parse
@@ -225,7 +227,7 @@ def to_json(pm: ProcMaps, by: str, sort: str, with_fragments: bool) -> dict:
 
 # -- the command -------------------------------------------------------------------
 @click.command("maps", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("pid", required=False, type=int)
+@click.argument("pid", required=False, type=PID)
 @click.option("--file", "path", type=str, metavar="PATH", help="a saved maps, smaps or smaps_rollup file")
 @click.option("--adb", "use_adb", is_flag=True, help="read /proc/PID/smaps from an Android device over adb")
 @click.option("-s", "serial", metavar="SERIAL", help="with --adb: the device (as `adb devices` lists it)")

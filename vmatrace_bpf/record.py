@@ -22,6 +22,8 @@ from typing import IO, List
 
 import click
 
+from .options import PID, SECONDS
+
 from . import __version__
 from .errors import VmabpfError, one_line_errors
 
@@ -109,9 +111,9 @@ def open_output(path: str, replace: bool = False):
 @click.option("-o", "--output", required=True, metavar="FILE",
               help="the recording (JSON Lines), a new file; - for stdout")
 @click.option("--replace", is_flag=True, help="replace FILE if it exists (once the new recording ends)")
-@click.option("-p", "--pid", type=int, help="record this process (TGID); default: every process")
+@click.option("-p", "--pid", type=PID, help="record this process (TGID); default: every process")
 @click.option("--children", is_flag=True, help="follow processes it forks")
-@click.option("--duration", type=float, help="stop after this many seconds")
+@click.option("--duration", type=SECONDS, help="stop after this many seconds")
 @click.option("--force", multiple=True, metavar="CAP=VARIANT",
               help="pin a capability to a variant of the attach plan (see doctor)")
 def record(output, replace, pid, children, duration, force):

@@ -21,6 +21,8 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import click
 
+from .options import PID
+
 from .errors import VmabpfError, one_line_errors
 from .inputs import MAX_LINE
 from .record import FORMAT, VERSION
@@ -586,7 +588,7 @@ def build_report(paths: List[str], pid: Optional[int] = None, keep_events: bool 
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@click.option("-p", "--pid", type=int, help="only this process")
+@click.option("-p", "--pid", type=PID, help="only this process")
 @click.option("-j", "--json", "as_json", is_flag=True, help="same as --format json")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "chrome"]), default=None,
               help="table (default), json, or chrome (trace-event JSON for ui.perfetto.dev / chrome://tracing)")

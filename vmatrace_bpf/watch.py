@@ -11,6 +11,8 @@ from typing import Callable, List, Optional
 
 import click
 
+from .options import PID, COUNT, SECONDS
+
 from .errors import VmabpfError, one_line_errors
 
 
@@ -133,18 +135,18 @@ def trace_loop(tracer, on_event: Callable[[dict], None], pids: List[int], stop: 
 
 
 @click.command()
-@click.option("-p", "--pid", type=int, help="trace this process (TGID)")
-@click.option("-t", "--tid", type=int, help="only this thread of it")
+@click.option("-p", "--pid", type=PID, help="trace this process (TGID)")
+@click.option("-t", "--tid", type=PID, help="only this thread of it")
 @click.option("--children", is_flag=True, help="follow processes it forks")
 @click.option("-j", "--json", "as_json", is_flag=True, help="JSON Lines: one event per line, then a summary")
 @click.option("-T", "--timestamp", is_flag=True, help="print a time column (seconds since start)")
 @click.option("-v", "--verbose", is_flag=True, help="full names and neighbours (lines wider than 80)")
-@click.option("--duration", type=float, help="stop after this many seconds")
+@click.option("--duration", type=SECONDS, help="stop after this many seconds")
 @click.option("--ebpf", is_flag=True, help="print the BPF program and exit")
 @click.option("--force", multiple=True, metavar="CAP=VARIANT",
               help="pin a capability to a variant of the attach plan (see doctor), e.g. fork=uprobe_dup_mmap-window")
-@click.argument("interval", required=False, type=float)
-@click.argument("count", required=False, type=int)
+@click.argument("interval", required=False, type=SECONDS)
+@click.argument("count", required=False, type=COUNT)
 def watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force, interval, count):
     """Live events for one process: names set and rejected, merges (merged or why
     not), splits, forks and name refcount sharing.

@@ -83,3 +83,26 @@ def test_doctor_saved_files_must_exist_and_parse(tmp_path):
         r = run("doctor", *args)
         assert r.returncode in (1, 2) and want in r.stderr, (args, r.stderr)
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and "Aborted" not in r.stderr + r.stdout
+
+
+def test_numbers_are_checked_and_usage_errors_are_one_line():
+    """-p 0 would mean 'no filter', --duration nan never ends, COUNT 0 prints nothing: all refused (exit 2)."""
+    cases = [
+        (["watch", "-p", "0"], "'-p' / '--pid': 0 is not in the range"),
+        (["watch", "-p", "1", "-t", "0"], "'-t' / '--tid': 0 is not in the range"),
+        (["watch", "-p", "1", "--duration", "nan"], "'nan' is not a positive, finite number of seconds"),
+        (["watch", "-p", "1", "--duration", "-1"], "'-1' is not a positive, finite number of seconds"),
+        (["watch", "-p", "1", "1", "0"], "'[COUNT]': 0 is not in the range x>=1"),
+        (["watch", "-p", "1", "--", "-2"], "'[INTERVAL]': '-2' is not a positive"),
+        (["record", "-o", "-", "--duration", "inf"], "'inf' is not a positive, finite number"),
+        (["forklat", "1", "0"], "0 is not in the range x>=1"),
+        (["report", "-p", "0", "x"], "0 is not in the range"),
+        (["bench", "fork", "--vmas", "0"], "0 is not in the range"),
+        (["nosuchcommand"], "No such command 'nosuchcommand'"),
+        (["watch", "--bogus"], "No such option '--bogus'"),
+    ]
+    for args, want in cases:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("vmabpf: ") and r.stderr.count("\n") == 1 and want in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr

@@ -114,8 +114,9 @@ def test_bad_files_give_one_line(tmp_path, content, msg):
 @pytest.mark.parametrize("args,msg,code", [
     (["--file", "/nonexistent/x"], "no such file", 1),
     (["--file", "/"], "is a directory", 1),
-    (["999999999"], "no process with PID 999999999", 1),
-    (["0"], "invalid PID", 1),
+    (["4000000"], "no process with PID 4000000", 1),
+    (["999999999"], "999999999 is not in the range 1<=x<=4194304", 2),  # above PID_MAX_LIMIT
+    (["0"], "0 is not in the range 1<=x<=4194304", 2),
     ([], "missing PID", 2),
     (["1", "--file", "x"], "not both", 2),
     (["-s", "x", "1"], "-s SERIAL needs --adb", 2),
