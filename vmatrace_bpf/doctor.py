@@ -172,12 +172,33 @@ def check_fentry(kinfo: KernelInfo, bcc_ok: bool) -> Check:
                  "(kprobes are used)")
 
 
+def untrusted_dir(path: str) -> str:
+    """Why root should not compile against the headers in directory PATH ('' when it may): bcc
+    includes them into a program loaded into the kernel, so they must be root's and not
+    writable by others (an empty /tmp/kheaders-<release> made by another user is a trap)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"{path}: {e.strerror or e}"
+    if not os.path.isdir(path):
+        return f"{path} is not a directory"
+    if st.st_uid != 0:
+        return f"{path} is owned by uid {st.st_uid}, not root"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by {'others' if st.st_mode & 0o002 else 'its group'}"
+    if not os.listdir(path):
+        return f"{path} is empty"
+    return ""
+
+
 def check_headers(kinfo: KernelInfo) -> Check:
     """Where bcc will find kernel headers, in its own order."""
     env = os.environ.get("BCC_KERNEL_SOURCE")
     if env:
-        return Check("kernel headers", os.path.isdir(env), f"BCC_KERNEL_SOURCE={env}",
-                     "" if os.path.isdir(env) else "BCC_KERNEL_SOURCE must name an unpacked header tree", blocking=True)
+        why = untrusted_dir(env)
+        return Check("kernel headers", not why, f"BCC_KERNEL_SOURCE={env}" + (f": {why}" if why else ""),
+                     "BCC_KERNEL_SOURCE must name an unpacked header tree owned by root and writable only by it"
+                     if why else "", blocking=True)
     if not kinfo.files.live:
         ik = kinfo.config_enabled("IKHEADERS")
         return Check("kernel headers", ik, f"CONFIG_IKHEADERS={'y' if ik else 'not set'}" if ik is not None
@@ -185,11 +206,18 @@ def check_headers(kinfo: KernelInfo) -> Check:
     build = f"/lib/modules/{kinfo.release}/build"
     if os.path.isdir(build):
         return Check("kernel headers", True, build, blocking=True)
+    # bcc's next place: kheaders it unpacked earlier into $TMPDIR/kheaders-<release>, used as found,
+    # before /sys/kernel/kheaders.tar.xz is looked at
+    tmp = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"kheaders-{kinfo.release}")
+    if os.path.lexists(tmp):
+        why = untrusted_dir(tmp)
+        if why:
+            return Check("kernel headers", False, f"{tmp} is not used: {why}",
+                         f"remove {tmp} (bcc would compile against it), then install linux-headers-{kinfo.release}, "
+                         "'modprobe kheaders' or set BCC_KERNEL_SOURCE", blocking=True)
+        return Check("kernel headers", True, tmp, blocking=True)
     if os.path.exists("/sys/kernel/kheaders.tar.xz"):
         return Check("kernel headers", True, "/sys/kernel/kheaders.tar.xz (CONFIG_IKHEADERS)", blocking=True)
-    tmp = f"/tmp/kheaders-{kinfo.release}"
-    if os.path.isdir(tmp):
-        return Check("kernel headers", True, tmp, blocking=True)
     return Check("kernel headers", False, f"none: no {build}, no /sys/kernel/kheaders.tar.xz",
                  f"install linux-headers-{kinfo.release}, or 'modprobe kheaders' (CONFIG_IKHEADERS), "
                  "or set BCC_KERNEL_SOURCE", blocking=True)

@@ -106,3 +106,29 @@ def test_numbers_are_checked_and_usage_errors_are_one_line():
         assert r.returncode == 2, (args, r.stderr)
         assert r.stderr.startswith("vmabpf: ") and r.stderr.count("\n") == 1 and want in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_header_directories_must_be_roots(tmp_path, monkeypatch):
+    """bcc compiles what it finds in BCC_KERNEL_SOURCE or $TMPDIR/kheaders-<release> into a program
+    loaded into the kernel: doctor trusts only a non-empty directory of root's, writable by root only."""
+    from vmatrace_bpf import doctor
+    from vmatrace_bpf.kernel import KernelInfo, KernelFiles
+    d = tmp_path / "kheaders-9.9.9"
+    d.mkdir()
+    assert "is empty" in doctor.untrusted_dir(str(d))
+    (d / "include").mkdir()
+    os.chmod(d, 0o777)
+    assert "writable by others" in doctor.untrusted_dir(str(d))
+    os.chmod(d, 0o755)
+    if os.geteuid() == 0:
+        assert doctor.untrusted_dir(str(d)) == ""
+        os.chown(d, 65534, 65534)
+        assert "owned by uid 65534, not root" in doctor.untrusted_dir(str(d))
+        k = KernelInfo(KernelFiles(release="9.9.9", arch="x86_64", live=True))
+        monkeypatch.setenv("TMPDIR", str(tmp_path))
+        monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+        c = doctor.check_headers(k)
+        assert c.ok is False and c.blocking and "is not used: " in c.detail
+        monkeypatch.setenv("BCC_KERNEL_SOURCE", str(d))
+        c = doctor.check_headers(k)
+        assert c.ok is False and "owned by uid 65534" in c.detail
