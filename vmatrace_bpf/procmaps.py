@@ -175,6 +175,12 @@ def parse(text: str, source: str = "") -> ProcMaps:
             start, end, perms, pgoff, dev, inode, name = hdr
             if end < start:
                 raise _fail(source, lineno, "VMA ends before it starts", line)
+            if vmas and start < vmas[-1].vm_end:
+                # the kernel prints one process's VMAs in address order, never overlapping: two files
+                # pasted together (or an edited one) would be counted twice
+                raise _fail(source, lineno, f"VMA overlaps or comes before the one on line {vmas[-1].line} "
+                            f"({vmas[-1].vm_start:x}-{vmas[-1].vm_end:x}): not one process's maps in address order",
+                            line)
             cur = Vma(start, end, perms, pgoff, dev, inode, name, lineno)
             vmas.append(cur)
             continue

@@ -181,6 +181,7 @@ def test_category(name, cls):
 
 
 HEADER = "7f0000000000-7f0000001000 rw-p 00000000 00:00 0 "
+HEADER2 = "7f0000001000-7f0000002000 rw-p 00000000 00:00 0 "
 
 
 def test_names_with_spaces_and_deleted():
@@ -207,9 +208,12 @@ def test_crlf_from_old_adb():
     ("hello world\n", "not a /proc/PID/maps or smaps line"),
     ("Rss: 4 kB\n", "not a /proc/PID/maps or smaps line"),
     (HEADER + "\nSize: 4 kB\nRss: x kB\n", "malformed smaps field Rss"),
-    (HEADER + "\nSize: 4 kB\nRss: 4 kB\nVmFlags: rd\n" + HEADER + "\n", "truncated smaps"),
-    (HEADER + "\nSize: 4 kB\nRss: 4 kB\nVmFlags: rd\n" + HEADER + "\nSize: 4 kB\n", "truncated smaps"),
-    (HEADER + "\n" + HEADER + "\nSize: 4 kB\n", "mixed or damaged"),
+    (HEADER + "\nSize: 4 kB\nRss: 4 kB\nVmFlags: rd\n" + HEADER2 + "\n", "truncated smaps"),
+    (HEADER + "\nSize: 4 kB\nRss: 4 kB\nVmFlags: rd\n" + HEADER2 + "\nSize: 4 kB\n", "truncated smaps"),
+    (HEADER + "\n" + HEADER2 + "\nSize: 4 kB\n", "mixed or damaged"),
+    # the same VMA twice (two captures pasted together) or out of order: never counted twice
+    (HEADER + "\n" + HEADER + "\n", "line 2: VMA overlaps or comes before the one on line 1"),
+    (HEADER2 + "\n" + HEADER + "\n", "not one process's maps in address order"),
     ("7f0000001000-7f0000000000 rw-p 00000000 00:00 0\n", "ends before it starts"),
 ])
 def test_clear_errors(text, msg):
