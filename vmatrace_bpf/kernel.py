@@ -147,7 +147,9 @@ class KernelInfo:
         if not path:
             return None
         try:
-            opener = gzip.open if path.endswith(".gz") else open
+            with open(path, "rb") as raw:
+                gz = raw.read(2) == b"\x1f\x8b"  # /proc/config.gz, or a saved copy by any name
+            opener = gzip.open if gz else open
             with opener(path, "rt", errors="replace") as f:
                 cfg = {}
                 for line in f:
@@ -156,7 +158,7 @@ class KernelInfo:
                         k, v = line.split("=", 1)
                         cfg[k[len("CONFIG_"):]] = v
                 return cfg
-        except OSError:
+        except (OSError, EOFError, zlib.error):
             return None
 
     def config_enabled(self, name: str) -> Optional[bool]:

@@ -132,3 +132,32 @@ def test_header_directories_must_be_roots(tmp_path, monkeypatch):
         monkeypatch.setenv("BCC_KERNEL_SOURCE", str(d))
         c = doctor.check_headers(k)
         assert c.ok is False and "owned by uid 65534" in c.detail
+
+
+# -- fuzzing the saved-file readers: one VmabpfError or a plan, never another exception -------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+KALLSYMS_LINE = st.from_regex(r"\A[0-9a-f]{1,16} [tTdD] [a-z_.0-9]{1,20}\n\Z", fullmatch=True)
+
+
+@settings(max_examples=150, deadline=3000, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(ks=st.one_of(st.binary(max_size=300), st.lists(KALLSYMS_LINE, max_size=8).map("".join).map(str.encode)),
+       cfg=st.one_of(st.binary(max_size=300), st.lists(st.sampled_from(
+           ["CONFIG_ANON_VMA_NAME=y\n", "CONFIG_USERFAULTFD=y\n", "# CONFIG_X is not set\n", "junk\n"]),
+           max_size=6).map("".join).map(str.encode)),
+       gz=st.booleans(), cut=st.integers(0, 400))
+def test_saved_kallsyms_and_config_readers_fuzzed(tmp_path, ks, cfg, gz, cut):
+    import gzip
+    from vmatrace_bpf.errors import VmabpfError
+    from vmatrace_bpf.kernel import KernelInfo, check_saved_files
+    from vmatrace_bpf.plan import choose
+    (tmp_path / "ks").write_bytes(ks)
+    (tmp_path / "cfg").write_bytes(gzip.compress(cfg)[:cut] if gz else cfg)
+    k = KernelInfo.from_files("x", "x86_64", kallsyms=str(tmp_path / "ks"), config=str(tmp_path / "cfg"))
+    try:
+        check_saved_files(k.files)
+    except VmabpfError:
+        return
+    choose(k)
