@@ -44,7 +44,10 @@ def map_region(pages: int, base: Optional[int] = None, prot: int = PROT_RW) -> i
     """mmap PAGES anonymous private pages at BASE (MAP_FIXED_NOREPLACE); by default
     at an address of this process's own, far from any other mapping."""
     if base is None:
-        base = 0x5A0000000000 + (os.getpid() % 4096) * 0x10000000 + _regions[0] * 0x1000000
+        # 64-128 GiB: below every kernel's TASK_SIZE (arm64 with 39-bit VAs, as many Android devices and
+        # the arm64 6.6 test kernel have, ends user space at 512 GiB) and far from the binary, heap,
+        # libraries and stack on x86_64 and arm64
+        base = 0x1000000000 + (os.getpid() % 256) * 0x10000000 + _regions[0] * 0x1000000
         _regions[0] += 1
     addr = _libc.mmap(base, pages * PAGE, prot, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
     if addr in (None, ctypes.c_void_p(-1).value) or addr != base:
