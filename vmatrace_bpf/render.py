@@ -100,6 +100,9 @@ def summary_table(summary: dict) -> str:
            "REFS+", "OBJS"]
     out = tabulate(rows, headers=hdr, tablefmt="simple") if rows else "(no events)"
     lines = [out]
+    if summary.get("processes_omitted"):
+        lines.append(f"... and {summary['processes_omitted']} less active processes (--top 0 shows all, -j gives "
+                     "every process)")
     for p in summary["processes"]:
         lines.append(process_details(p))
     lines.append(f"lost events: {summary['lost_events']}")

@@ -8,8 +8,8 @@ the same events because this is the only place the numbers are made.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional
+import heapq
+from typing import Dict, Iterable, Iterator, List, Optional
 
 # side causes that say where the range is rather than what differs
 _POSITIONAL = {"no_vma", "not_adjacent", "inside", "unseen"}
@@ -28,32 +28,46 @@ def blocked_by_name_only(cause: List[str]) -> bool:
     return cause == ["name"]
 
 
-@dataclass
 class ProcessStats:
-    pid: int
-    comm: str = ""
-    names_set: int = 0
-    names_cleared: int = 0
-    names_rejected: Counter = field(default_factory=Counter)  # err name -> count
-    names_by_value: Counter = field(default_factory=Counter)  # accepted name -> times set
-    name_objs_allocated: int = 0
-    name_objs_freed: int = 0
-    live_name_objs: Dict[int, str] = field(default_factory=dict)  # ptr -> name
-    merges_attempted: int = 0
-    merges_by_outcome: Counter = field(default_factory=Counter)  # none/prev/next/both/error
-    merges_by_source: Counter = field(default_factory=Counter)
-    not_merged_causes: Counter = field(default_factory=Counter)  # side cause word -> count
-    name_blocked: int = 0  # merges prevented by the name alone (one per neighbour side)
-    name_blocked_pairs: Counter = field(default_factory=Counter)  # (neighbour name, proposed name)
-    splits: int = 0
-    split_errors: int = 0
-    split_refcount_max: Dict[str, int] = field(default_factory=dict)  # name -> highest refcount after a split
-    forks: List[dict] = field(default_factory=list)
-    refcount_increments: int = 0  # name references taken by fork (vm_area_dup of named VMAs)
-    exited: bool = False
-    objs_allocated_by_name: Counter = field(default_factory=Counter)  # name -> anon_vma_name objects allocated
-    max_refcount_by_name: Dict[str, int] = field(default_factory=dict)  # name -> highest refcount seen (any event)
-    freed_ptrs: Optional[set] = None  # name objects freed, kept only for merge() (Aggregator(track_frees=True))
+    """What one process did.  Compact: a report over a million processes keeps a million of these,
+    so there are slots instead of a __dict__, and every container is made when first needed
+    (None until then)."""
+
+    __slots__ = ("pid", "comm", "names_set", "names_cleared", "names_rejected", "names_by_value",
+                 "name_objs_allocated", "name_objs_freed", "live_name_objs", "merges_attempted",
+                 "merges_by_outcome", "merges_by_source", "not_merged_causes", "name_blocked",
+                 "name_blocked_pairs", "splits", "split_errors", "split_refcount_max", "forks",
+                 "refcount_increments", "exited", "objs_allocated_by_name", "max_refcount_by_name", "freed_ptrs")
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.comm = ""
+        self.names_set = self.names_cleared = 0
+        self.names_rejected: Optional[Counter] = None  # err name -> count
+        self.names_by_value: Optional[Counter] = None  # accepted name -> times set
+        self.name_objs_allocated = self.name_objs_freed = 0
+        self.live_name_objs: Optional[Dict[int, str]] = None  # ptr -> name
+        self.merges_attempted = 0
+        self.merges_by_outcome: Optional[Counter] = None  # none/prev/next/both/error
+        self.merges_by_source: Optional[Counter] = None
+        self.not_merged_causes: Optional[Counter] = None  # side cause word -> count
+        self.name_blocked = 0  # merges prevented by the name alone (one per neighbour side)
+        self.name_blocked_pairs: Optional[Counter] = None  # (neighbour name, proposed name)
+        self.splits = self.split_errors = 0
+        self.split_refcount_max: Optional[Dict[str, int]] = None  # name -> highest refcount after a split
+        self.forks: Optional[List[tuple]] = None  # (child_pid, latency_ns, map_count, vmas_copied, named_copied)
+        self.refcount_increments = 0  # name references taken by fork (vm_area_dup of named VMAs)
+        self.exited = False
+        self.objs_allocated_by_name: Optional[Counter] = None  # name -> anon_vma_name objects allocated
+        self.max_refcount_by_name: Optional[Dict[str, int]] = None  # name -> highest refcount seen (any event)
+        self.freed_ptrs: Optional[set] = None  # name objects freed, kept only for merge() (track_frees)
+
+    @property
+    def activity(self) -> int:
+        """How much this process did (what `report --top` ranks by)."""
+        return (self.names_set + self.names_cleared + (sum(self.names_rejected.values()) if self.names_rejected else 0)
+                + self.merges_attempted + self.splits + self.split_errors + len(self.forks or ())
+                + self.name_objs_allocated + self.name_objs_freed)
 
     # -- feeding -------------------------------------------------------------
     def add(self, ev: dict) -> None:
@@ -71,22 +85,32 @@ class ProcessStats:
                 self.names_cleared += 1
             else:
                 self.names_set += 1
+                if self.names_by_value is None:
+                    self.names_by_value = Counter()
                 self.names_by_value[ev["name"]] += 1
         else:
+            if self.names_rejected is None:
+                self.names_rejected = Counter()
             self.names_rejected[ev.get("err") or str(ev["ret"])] += 1
 
     def _on_merge(self, ev: dict) -> None:
         self.merges_attempted += 1
+        if self.merges_by_outcome is None:
+            self.merges_by_outcome, self.merges_by_source = Counter(), Counter()
         self.merges_by_outcome[ev["outcome"]] += 1
         self.merges_by_source[ev["source"]] += 1
         if ev["outcome"] != "none":
             return
+        if self.not_merged_causes is None:
+            self.not_merged_causes = Counter()
         for side, nb_name in (("prev", ev.get("prev_name", "")), ("next", ev.get("next_name", ""))):
             cause = ev[f"{side}_cause"]
             for word in cause:
                 self.not_merged_causes[word] += 1
             if blocked_by_name_only(cause):
                 self.name_blocked += 1
+                if self.name_blocked_pairs is None:
+                    self.name_blocked_pairs = Counter()
                 self.name_blocked_pairs[(nb_name, ev["name"])] += 1
 
     def _on_split(self, ev: dict) -> None:
@@ -95,28 +119,38 @@ class ProcessStats:
             return
         self.splits += 1
         if ev["name"]:
+            if self.split_refcount_max is None:
+                self.split_refcount_max = {}
             self.split_refcount_max[ev["name"]] = max(self.split_refcount_max.get(ev["name"], 0), ev["refcount"])
             self._seen_refcount(ev["name"], ev["refcount"])
 
     def _seen_refcount(self, name: str, refcount: int) -> None:
+        if self.max_refcount_by_name is None:
+            self.max_refcount_by_name = {}
         if refcount > self.max_refcount_by_name.get(name, 0):
             self.max_refcount_by_name[name] = refcount
 
     def _on_fork(self, ev: dict) -> None:
-        self.forks.append({"child_pid": ev["child_pid"], "latency_ns": ev["latency_ns"],
-                           "map_count": ev["map_count"], "vmas_copied": ev["vmas_copied"],
-                           "named_copied": ev["named_copied"]})
+        if self.forks is None:
+            self.forks = []
+        self.forks.append((ev["child_pid"], ev["latency_ns"], ev["map_count"], ev["vmas_copied"],
+                           ev["named_copied"]))
         self.refcount_increments += ev["named_copied"]
 
     def _on_name_alloc(self, ev: dict) -> None:
         self.name_objs_allocated += 1
+        if self.live_name_objs is None:
+            self.live_name_objs = {}
         self.live_name_objs[ev["ptr"]] = ev["name"]
+        if self.objs_allocated_by_name is None:
+            self.objs_allocated_by_name = Counter()
         self.objs_allocated_by_name[ev["name"]] += 1
         self._seen_refcount(ev["name"], ev.get("refcount", 0))
 
     def _on_name_free(self, ev: dict) -> None:
         self.name_objs_freed += 1
-        self.live_name_objs.pop(ev["ptr"], None)
+        if self.live_name_objs:
+            self.live_name_objs.pop(ev["ptr"], None)
         if self.freed_ptrs is not None:
             self.freed_ptrs.add(ev["ptr"])
         self._seen_refcount(ev["name"], ev.get("refcount", 0))
@@ -131,76 +165,98 @@ class ProcessStats:
             self.comm = later.comm
         self.names_set += later.names_set
         self.names_cleared += later.names_cleared
-        self.names_rejected.update(later.names_rejected)
-        self.names_by_value.update(later.names_by_value)
+        self.names_rejected = _merged(self.names_rejected, later.names_rejected)
+        self.names_by_value = _merged(self.names_by_value, later.names_by_value)
         self.name_objs_allocated += later.name_objs_allocated
         self.name_objs_freed += later.name_objs_freed
         # an object LATER allocated or freed is in the state LATER left it in
-        for ptr in later.freed_ptrs or ():
-            if ptr not in later.live_name_objs:
-                self.live_name_objs.pop(ptr, None)
-        self.live_name_objs.update(later.live_name_objs)
+        later_live = later.live_name_objs or {}
+        if self.live_name_objs:
+            for ptr in later.freed_ptrs or ():
+                if ptr not in later_live:
+                    self.live_name_objs.pop(ptr, None)
+        if later_live:
+            if self.live_name_objs is None:
+                self.live_name_objs = {}
+            self.live_name_objs.update(later_live)
         if self.freed_ptrs is not None and later.freed_ptrs:
             self.freed_ptrs |= later.freed_ptrs
         self.merges_attempted += later.merges_attempted
-        self.merges_by_outcome.update(later.merges_by_outcome)
-        self.merges_by_source.update(later.merges_by_source)
-        self.not_merged_causes.update(later.not_merged_causes)
+        self.merges_by_outcome = _merged(self.merges_by_outcome, later.merges_by_outcome)
+        self.merges_by_source = _merged(self.merges_by_source, later.merges_by_source)
+        self.not_merged_causes = _merged(self.not_merged_causes, later.not_merged_causes)
         self.name_blocked += later.name_blocked
-        self.name_blocked_pairs.update(later.name_blocked_pairs)
+        self.name_blocked_pairs = _merged(self.name_blocked_pairs, later.name_blocked_pairs)
         self.splits += later.splits
         self.split_errors += later.split_errors
-        for name, rc in later.split_refcount_max.items():
+        for name, rc in (later.split_refcount_max or {}).items():
+            if self.split_refcount_max is None:
+                self.split_refcount_max = {}
             self.split_refcount_max[name] = max(self.split_refcount_max.get(name, 0), rc)
-        self.forks.extend(later.forks)
+        if later.forks:
+            self.forks = (self.forks or []) + later.forks
         self.refcount_increments += later.refcount_increments
         self.exited = self.exited or later.exited
-        self.objs_allocated_by_name.update(later.objs_allocated_by_name)
-        for name, rc in later.max_refcount_by_name.items():
+        self.objs_allocated_by_name = _merged(self.objs_allocated_by_name, later.objs_allocated_by_name)
+        for name, rc in (later.max_refcount_by_name or {}).items():
             self._seen_refcount(name, rc)
 
     # -- results ---------------------------------------------------------------
     def sharing(self) -> dict:
         """Per name: times set, anon_vma_name objects allocated and still live, and the highest
         refcount seen (after a split, at alloc/free): how much one name object is shared."""
-        live = Counter(self.live_name_objs.values())
-        names = set(self.names_by_value) | set(self.objs_allocated_by_name) | set(self.max_refcount_by_name)
-        return {n: {"set": self.names_by_value.get(n, 0), "objects_allocated": self.objs_allocated_by_name.get(n, 0),
-                    "objects_live": live.get(n, 0), "max_refcount": self.max_refcount_by_name.get(n, 0)}
+        by_value = self.names_by_value or {}
+        allocated = self.objs_allocated_by_name or {}
+        max_rc = self.max_refcount_by_name or {}
+        live = Counter((self.live_name_objs or {}).values())
+        names = set(by_value) | set(allocated) | set(max_rc)
+        return {n: {"set": by_value.get(n, 0), "objects_allocated": allocated.get(n, 0),
+                    "objects_live": live.get(n, 0), "max_refcount": max_rc.get(n, 0)}
                 for n in sorted(names)}
 
     def summary(self, top: int = 5) -> dict:
-        lat = sorted(f["latency_ns"] for f in self.forks)
+        forks = self.forks or []
+        lat = sorted(f[1] for f in forks)
+        outcome = self.merges_by_outcome or {}
+        pairs = self.name_blocked_pairs.most_common(top) if self.name_blocked_pairs else []
         return {
             "pid": self.pid,
             "comm": self.comm,
             "names": {"set": self.names_set, "cleared": self.names_cleared,
-                      "rejected": dict(sorted(self.names_rejected.items())),
-                      "distinct": len(self.names_by_value)},
+                      "rejected": dict(sorted((self.names_rejected or {}).items())),
+                      "distinct": len(self.names_by_value or ())},
             "name_objects": {"allocated": self.name_objs_allocated, "freed": self.name_objs_freed,
-                             "live": len(self.live_name_objs)},
+                             "live": len(self.live_name_objs or ())},
             "merges": {"attempted": self.merges_attempted,
-                       "merged": sum(v for k, v in self.merges_by_outcome.items() if k in ("prev", "next", "both")),
-                       "not_merged": self.merges_by_outcome.get("none", 0),
-                       "errors": self.merges_by_outcome.get("error", 0),
-                       "by_outcome": dict(sorted(self.merges_by_outcome.items())),
-                       "by_source": dict(sorted(self.merges_by_source.items())),
-                       "not_merged_causes": dict(sorted(self.not_merged_causes.items())),
+                       "merged": sum(v for k, v in outcome.items() if k in ("prev", "next", "both")),
+                       "not_merged": outcome.get("none", 0),
+                       "errors": outcome.get("error", 0),
+                       "by_outcome": dict(sorted(outcome.items())),
+                       "by_source": dict(sorted((self.merges_by_source or {}).items())),
+                       "not_merged_causes": dict(sorted((self.not_merged_causes or {}).items())),
                        "blocked_by_name_only": self.name_blocked,
-                       "top_name_pairs": [{"neighbour": a, "proposed": b, "count": n}
-                                          for (a, b), n in self.name_blocked_pairs.most_common(top)]},
+                       "top_name_pairs": [{"neighbour": a, "proposed": b, "count": n} for (a, b), n in pairs]},
             # every merge the name alone prevented leaves one VMA more than there would be
             "vmas_cost_by_names": self.name_blocked,
             "splits": {"count": self.splits, "errors": self.split_errors,
-                       "max_refcount_by_name": dict(sorted(self.split_refcount_max.items()))},
-            "forks": {"count": len(self.forks), "refcount_increments": self.refcount_increments,
+                       "max_refcount_by_name": dict(sorted((self.split_refcount_max or {}).items()))},
+            "forks": {"count": len(forks), "refcount_increments": self.refcount_increments,
                       "latency_ns": {"min": lat[0] if lat else None, "p50": percentile(lat, 50),
                                      "p90": percentile(lat, 90), "p99": percentile(lat, 99),
                                      "max": lat[-1] if lat else None},
-                      "named_copied_per_fork": [f["named_copied"] for f in self.forks]},
+                      "named_copied_per_fork": [f[4] for f in forks]},
             "exited": self.exited,
             "sharing": self.sharing(),
         }
+
+
+def _merged(mine: Optional[Counter], later: Optional[Counter]) -> Optional[Counter]:
+    if not later:
+        return mine
+    if mine is None:
+        return Counter(later)
+    mine.update(later)
+    return mine
 
 
 _HANDLERS = {name[4:]: fn for name, fn in vars(ProcessStats).items() if name.startswith("_on_")}
@@ -254,8 +310,26 @@ class Aggregator:
             self.add(ev)
         return self
 
-    def summary(self, pids: Optional[Iterable[int]] = None) -> dict:
+    def selected(self, pids: Optional[Iterable[int]] = None, top: Optional[int] = None) -> List[ProcessStats]:
+        """The processes of PIDS (all by default), by PID; with TOP, only the TOP most active."""
         wanted = set(pids) if pids else None
-        return {"processes": [p.summary() for pid, p in sorted(self.procs.items())
-                              if wanted is None or pid in wanted],
-                "lost_events": self.lost}
+        procs = [p for pid, p in self.procs.items() if wanted is None or pid in wanted]
+        if top and len(procs) > top:
+            procs = heapq.nlargest(top, procs, key=lambda p: (p.activity, -p.pid))
+        return sorted(procs, key=lambda p: p.pid)
+
+    def iter_summaries(self, pids: Optional[Iterable[int]] = None) -> Iterator[dict]:
+        """One process summary at a time (report -j over a million processes never holds them all)."""
+        for p in self.selected(pids):
+            yield p.summary()
+
+    def summary(self, pids: Optional[Iterable[int]] = None, top: Optional[int] = None) -> dict:
+        """Every process's summary (of PIDS); with TOP only the TOP most active, and how many were left
+        out ("processes_omitted")."""
+        chosen = self.selected(pids, top)
+        out = {"processes": [p.summary() for p in chosen], "lost_events": self.lost}
+        if top:
+            total = len(self.procs) if not pids else len(set(pids) & set(self.procs))
+            if total > len(chosen):
+                out["processes_omitted"] = total - len(chosen)
+        return out

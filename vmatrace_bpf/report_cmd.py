@@ -555,8 +555,16 @@ def _read_parallel(rf: RecordFile, agg, n: int) -> bool:
 
 
 def build_report(paths: List[str], pid: Optional[int] = None, keep_events: bool = False,
-                 warn: Callable[[str], None] = None, jobs: Optional[int] = None):
-    """(summary dict, per-file info, events kept for export) of PATHS.  Big files are read by several
+                 warn: Callable[[str], None] = None, jobs: Optional[int] = None, top: Optional[int] = None):
+    """(summary dict, per-file info, events kept for export) of PATHS; with TOP, only the TOP most
+    active processes are summarised."""
+    agg, files, kept = aggregate(paths, pid, keep_events, warn, jobs)
+    return agg.summary([pid] if pid is not None else None, top), files, kept
+
+
+def aggregate(paths: List[str], pid: Optional[int] = None, keep_events: bool = False,
+              warn: Callable[[str], None] = None, jobs: Optional[int] = None):
+    """(Aggregator, per-file info, events kept for export) of PATHS.  Big files are read by several
     processes (JOBS; default one per CPU) unless the events are kept."""
     from .report import Aggregator
     agg = Aggregator()
@@ -582,8 +590,7 @@ def build_report(paths: List[str], pid: Optional[int] = None, keep_events: bool 
                 rf = RecordFile(path, warn)
             rf.feed(add)
         files.append(rf.info())
-    summ = agg.summary([pid] if pid is not None else None)
-    return summ, files, kept
+    return agg, files, kept
 
 
 @click.command()
@@ -594,38 +601,59 @@ def build_report(paths: List[str], pid: Optional[int] = None, keep_events: bool 
               help="table (default), json, or chrome (trace-event JSON for ui.perfetto.dev / chrome://tracing)")
 @click.option("-o", "--output", metavar="OUT", help="write the report to OUT instead of stdout (a new file)")
 @click.option("--replace", is_flag=True, help="with -o: replace OUT if it exists (once the new one is complete)")
-def report(files, pid, as_json, fmt, output, replace):
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
+              help="the table shows the N most active processes (0: all); -j always gives every one")
+def report(files, pid, as_json, fmt, output, replace, top):
     """The per-process report of recordings made by `vmabpf record` (or of
     `vmabpf watch -j` output): names set and rejected, name objects, merges and
     why they failed, the VMAs names cost, splits, forks and name sharing.
 
     Needs no BPF and no root: record on the device, report anywhere.
     """
-    one_line_errors(_report)(files, pid, as_json, fmt, output, replace)
+    one_line_errors(_report)(files, pid, as_json, fmt, output, replace, top)
 
 
-def _report(files, pid, as_json, fmt, output, replace=False):
+def json_report(agg, infos: List[dict], pid: Optional[int], write: Callable[[str], None]) -> None:
+    """report -j: {"type": "report", "files": [...], "processes": [...], "lost_events": N}, written one
+    process at a time (a million processes are never all in memory as summaries)."""
+    write('{"type": "report", "files": ' + json.dumps(infos, allow_nan=False) + ', "processes": [')
+    for i, summ in enumerate(agg.iter_summaries([pid] if pid is not None else None)):
+        write(("," if i else "") + "\n " + json.dumps(summ, allow_nan=False))
+    write("\n], " + f'"lost_events": {int(agg.lost)}' + "}\n")
+
+
+def _report(files, pid, as_json, fmt, output, replace=False, top=20):
     if as_json and fmt not in (None, "json"):
         raise VmabpfError(f"-j and --format {fmt} disagree; use one", exit_code=2)
     fmt = fmt or ("json" if as_json else "table")
-    summ, infos, kept = build_report(list(files), pid, keep_events=(fmt == "chrome"))
-    if fmt == "json":
-        text = json.dumps({"type": "report", "files": infos, **summ}, indent=1, allow_nan=False)
-    elif fmt == "chrome":
-        text = json.dumps(chrome_trace(kept, {"files": [i["path"] for i in infos]}), separators=(",", ":"), allow_nan=False)
-    else:
-        text = render_table(summ, infos)
+    out = None
     if output and output != "-":
         from .outfile import OutputFile
-        out = OutputFile(output, force=replace)
+        out = OutputFile(output, force=replace)  # refused at once if it exists, before the reading
         fp = out.open()
-        try:
-            fp.write(text + "\n")
-        except OSError as e:
+    else:
+        fp = sys.stdout
+    try:
+        agg, infos, kept = aggregate(list(files), pid, keep_events=(fmt == "chrome"))
+        if fmt == "json":
+            json_report(agg, infos, pid, fp.write)
+        elif fmt == "chrome":
+            fp.write(json.dumps(chrome_trace(kept, {"files": [i["path"] for i in infos]}), separators=(",", ":"),
+                                allow_nan=False) + "\n")
+        else:
+            fp.write(render_table(agg.summary([pid] if pid is not None else None, top or None), infos) + "\n")
+        fp.flush()
+    except OSError as e:
+        if out:
             out.discard()
-            raise VmabpfError(f"cannot write {output}: {e.strerror or e}") from None
+        if isinstance(e, BrokenPipeError):
+            raise
+        raise VmabpfError(f"cannot write {output or 'stdout'}: {e.strerror or e}") from None
+    except BaseException:
+        if out:
+            out.discard()
+        raise
+    if out:
         out.commit()
         from .escape import escape
         click.echo(f"Wrote {fmt} report to {escape(output)}.", err=True)
-    else:
-        click.echo(text)

@@ -600,3 +600,43 @@ def test_json_out_is_strict_even_for_huge_numbers_in(tmp_path):
     json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} in report -j output"))
     assert "Infinity" not in r.stdout
     assert ":3: malformed line skipped" in r.stderr and ":4: malformed line skipped" in r.stderr
+
+
+def many_process_recording(path, n):
+    evs = []
+    for i in range(n):
+        pid = 100 + i
+        for _ in range(i % 4):  # process i does i % 4 things: activity decides --top
+            evs.append({"type": "name_set", "ts": i, "pid": pid, "tid": pid, "comm": f"p{i}", "addr": 4096,
+                        "len": 4096, "ret": 0, "err": None, "name": f"n{i % 3}", "name_null": False,
+                        "name_truncated": False})
+        evs.append({"type": "split", "ts": i, "pid": pid, "tid": pid, "comm": f"p{i}", "vma_start": 4096,
+                    "vma_end": 12288, "addr": 8192, "ret": 0, "new_below": 0, "refcount": 2, "name": "n0"})
+    path.write_text("".join(json.dumps(e) + "\n" for e in evs))
+
+
+def test_report_top_and_streamed_json(tmp_path):
+    """The table details the --top most active processes and says how many it left out; -j, written one
+    process at a time, is exactly every process's summary."""
+    from vmatrace_bpf.report import Aggregator
+    from vmatrace_bpf.report_cmd import aggregate, json_report
+    p = tmp_path / "many.jsonl"
+    many_process_recording(p, 50)
+    r = run("report", "--top", "5", str(p))
+    assert r.returncode == 0, r.stderr
+    shown = [int(line.split()[1]) for line in r.stdout.splitlines() if line.startswith("PID ")]
+    assert len(shown) == 5 and all((pid - 100) % 4 == 3 for pid in shown)  # the busiest: 3 names + a split
+    assert "... and 45 less active processes" in r.stdout
+    r = run("report", "--top", "0", str(p))
+    assert sum(line.startswith("PID ") for line in r.stdout.splitlines()) == 50 and "less active" not in r.stdout
+    r = run("report", "-j", str(p))
+    js = json.loads(r.stdout)
+    assert js["type"] == "report" and len(js["processes"]) == 50 and js["lost_events"] == 0
+    agg = Aggregator()
+    for line in p.read_text().splitlines():
+        agg.add(json.loads(line))
+    assert js["processes"] == agg.summary()["processes"]
+    agg2, infos, _ = aggregate([str(p)], pid=107)
+    out = []
+    json_report(agg2, infos, 107, out.append)
+    assert [x["pid"] for x in json.loads("".join(out))["processes"]] == [107]
