@@ -93,16 +93,54 @@ def _adb_error(stderr: str, serial: Optional[str]) -> Optional[str]:
     return None
 
 
+MAX_ADB_BYTES = 1 << 30  # one process's smaps is at most a few hundred MB
+
+
 def _run_adb(adb: str, serial: Optional[str], command: str) -> Tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `adb shell COMMAND`: bounded in time (ADB_TIMEOUT) and in size
+    (MAX_ADB_BYTES; a device that never stops talking is cut off, not read until memory runs out)."""
+    import selectors
+    import time
     argv = [adb] + (["-s", serial] if serial else []) + ["shell", command]
     try:
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                           timeout=ADB_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise VmabpfError(f"adb did not answer within {ADB_TIMEOUT} s ({' '.join(argv)})")
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     except OSError as e:
         raise VmabpfError(f"cannot run adb: {e.strerror or e}")
-    return p.returncode, _decode(p.stdout), _decode(p.stderr)
+    bufs = {p.stdout: [], p.stderr: []}
+    total = 0
+    deadline = time.monotonic() + ADB_TIMEOUT
+    why = ""
+    with selectors.DefaultSelector() as sel:
+        for f in bufs:
+            sel.register(f, selectors.EVENT_READ)
+        while sel.get_map() and not why:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = f"adb did not answer within {ADB_TIMEOUT} s ({' '.join(argv)})"
+                break
+            for key, _ in sel.select(min(left, 1.0)):
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                bufs[key.fileobj].append(chunk)
+                total += len(chunk)
+                if total > MAX_ADB_BYTES:
+                    why = (f"adb sent more than {MAX_ADB_BYTES >> 20} MiB for '{command}': not one process's "
+                           "smaps; stopped reading")
+                    break
+    if why:
+        p.kill()
+    try:
+        rc = p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc = p.wait()
+    for f in bufs:
+        f.close()
+    if why:
+        raise VmabpfError(why)
+    return rc, _decode(b"".join(bufs[p.stdout])), _decode(b"".join(bufs[p.stderr]))
 
 
 def _looks_like_maps(text: str) -> bool:
