@@ -38,7 +38,7 @@ class OutputFile:
             raise VmabpfError(f"{path} is a directory; -o wants a file name", exit_code=2)
         if st is not None and not self.force:
             what = "a symlink" if stat.S_ISLNK(st.st_mode) else "a file"
-            raise VmabpfError(f"{path} exists ({what}); not overwritten (--force replaces it, "
+            raise VmabpfError(f"{path} exists ({what}); not overwritten (--replace replaces it, "
                               "keeping the old one until the new one is complete)", exit_code=2)
         try:
             if st is None:
