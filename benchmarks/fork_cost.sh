@@ -13,7 +13,7 @@ for k in ${VMABPF_SHARED:-../shared}/vm/x86_64/bzImage-*; do
         out=docs/fork-cost-results/$ver-pages$p.json
         tests/vm/run --kernel "$ver" --timeout 3000 -- sh -c \
             "vmabpf bench fork --forks $forks --pages $p --trace all -j > $out.tmp && mv $out.tmp $out"
-        .venv/bin/python -c "import json,sys; from vmatrace_bpf.bench import render; print(render(json.load(open('$out'))))" \
-            2>/dev/null || python3 -c "import json,sys; from vmatrace_bpf.bench import render; print(render(json.load(open('$out'))))"
+        .venv/bin/python -c "import json,sys; from vmatrace_bpf.render import bench_text; print(bench_text(json.load(open('$out'))))" \
+            2>/dev/null || python3 -c "import json,sys; from vmatrace_bpf.render import bench_text; print(bench_text(json.load(open('$out'))))"
     done
 done

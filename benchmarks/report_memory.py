@@ -17,7 +17,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from vmatrace_bpf.record import RecordWriter, make_header  # noqa: E402
+from vmatrace_bpf.recording import RecordWriter, make_header  # noqa: E402
 
 
 def write_recording(path, n_events, n_pids):

@@ -18,8 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vmatrace_bpf.record import RecordWriter, make_header  # noqa: E402
-from vmatrace_bpf.report_cmd import JSON_DECODER, build_report, jobs_for  # noqa: E402
+from vmatrace_bpf.recording import RecordWriter, make_header  # noqa: E402
+from vmatrace_bpf.reader import build_report, jobs_for  # noqa: E402
 
 NAMES = ["dalvik-main space", "libc_malloc", "scudo:primary", "stack_and_tls:1234", "jit-cache", "a", "b", "cache"]
 CAUSES = [["name"], ["flags"], ["inside"], ["no_vma"], ["name", "flags"], ["unseen"], ["anon_vma"], []]
@@ -95,7 +95,6 @@ def main():
             print(f"report, {how}: read + aggregated {n:,} events ({len(summ['processes'])} processes) in "
                   f"{best:.2f} s wall = {rate / 1000:.0f}k events/s{cpu} "
                   f"[target >= 300k events/s: {'ok' if rate >= 300e3 else 'SLOW'}]")
-        print(f"JSON decoder: {JSON_DECODER}")
         print(f"load average now: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 

@@ -4,13 +4,12 @@ exit, never a traceback."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
 from . import __version__
-from .errors import fail, one_line_errors
+from .errors import fail
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,44 +24,6 @@ def main():
     maps     names, sizes and name-caused fragmentation from /proc/PID/smaps,
              a saved file or an Android device (no BPF needed)
     """
-
-
-@main.command()
-@click.option("-j", "--json", "as_json", is_flag=True, help="print JSON")
-@click.option("--kallsyms", type=click.Path(dir_okay=False), help="read a saved kallsyms instead of this kernel's")
-@click.option("--filter-functions", type=click.Path(dir_okay=False), help="saved available_filter_functions")
-@click.option("--btf", type=click.Path(dir_okay=False), help="saved BTF (/sys/kernel/btf/vmlinux)")
-@click.option("--config", type=click.Path(dir_okay=False), help="saved kernel .config")
-@click.option("--release", help="kernel release of the saved files")
-@click.option("--arch", type=click.Choice(["x86_64", "arm64"]), help="architecture of the saved files")
-@one_line_errors
-def doctor(as_json, kallsyms, filter_functions, btf, config, release, arch):
-    """Check kernel, privileges, bcc and headers; show the attach plan.
-
-    Exits 0 when `vmabpf watch` can run here, 1 when it cannot.  With
-    --kallsyms (and --btf, --config, ...) it plans for a kernel from saved
-    files instead, e.g. ones pulled from a device with adb.
-    """
-    from .doctor import diagnose
-    from .errors import VmabpfError
-    from .kernel import KernelInfo, check_saved_files, host_machine
-    from .render import render_doctor
-
-    if kallsyms:
-        kinfo = KernelInfo.from_files(release or "unknown", arch or host_machine(), kallsyms=kallsyms,
-                                      filter_functions=filter_functions, btf=btf, config=config)
-        check_saved_files(kinfo.files)
-        report = diagnose(kinfo, live=False)
-    elif filter_functions or btf or config:
-        raise VmabpfError("--filter-functions, --btf and --config plan from saved files: they need --kallsyms",
-                          exit_code=2)
-    else:
-        report = diagnose(KernelInfo.live())
-    if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
-    else:
-        click.echo(render_doctor(report))
-    sys.exit(0 if report.can_watch else 1)
 
 
 def run():
@@ -92,14 +53,15 @@ def run():
 
 
 def _register_commands():
-    # each command lives in its own module; imported here, after `main` exists
-    from .bench import bench
-    from .forklat import forklat
-    from .maps_cmd import maps
-    from .record import record
-    from .report_cmd import report
-    from .watch import watch
-    for cmd in (watch, forklat, maps, bench, record, report):
+    # each command lives in its own module of commands/; imported here, after `main` exists
+    from .commands.bench import bench
+    from .commands.doctor import doctor
+    from .commands.forklat import forklat
+    from .commands.maps import maps
+    from .commands.record import record
+    from .commands.report import report
+    from .commands.watch import watch
+    for cmd in (doctor, watch, forklat, maps, bench, record, report):
         main.add_command(cmd)
 
 

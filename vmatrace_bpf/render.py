@@ -6,11 +6,14 @@ control bytes), so every name goes through ``escape`` before it is printed.
 
 from __future__ import annotations
 
-from typing import List, Optional
+import json
+import time
+from typing import Callable, List, Optional
 
 from tabulate import tabulate
 
-from .escape import escape  # noqa: F401  (the one escaping function; render's users import it from here)
+from .aggregate import regression
+from .escape import escape
 
 
 def human_size(n: int) -> str:
@@ -189,6 +192,15 @@ def render_doctor(report) -> str:
     return "\n".join(lines)
 
 
+def log2_bucket(i: int) -> tuple:
+    """(low, high) of log2 bucket I as the BPF side fills it (bpf_log2l: bucket i holds values with i
+    significant bits), printed as bcc's print_log2_hist does (bucket 1 is "0 -> 1").  The one definition."""
+    low, high = (1 << i) >> 1, (1 << i) - 1
+    if low == high:
+        low -= 1
+    return low, high
+
+
 def print_log2_hist_text(vals: List[int], val_type: str, section: Optional[str] = None) -> str:
     """bcc's print_log2_hist() output for a log2 bucket array VALS (index = bucket)."""
     # Same text as bcc (table.py _print_log2_hist): header, then one row per bucket up to the last non-zero.
@@ -210,10 +222,7 @@ def print_log2_hist_text(vals: List[int], val_type: str, section: Optional[str] 
     if idx_max > 0:
         out.append(header % val_type)
     for i in range(1, idx_max + 1):
-        low = (1 << i) >> 1
-        high = (1 << i) - 1
-        if low == high:
-            low -= 1
+        low, high = log2_bucket(i)
         val = vals[i]
         out.append(body % (low, high, val, stars_max, _stars(val, val_max, stars_max)))
     return "\n".join(out)
@@ -230,3 +239,112 @@ def _stars(val: int, val_max: int, width: int) -> str:
     if val > val_max:
         text = text[:-1] + "+"
     return text
+
+
+def report_table(summary: dict, files: List[dict]) -> str:
+    out = []
+    for f in files:
+        for h in f["recordings"]:
+            st = h.get("start_time")
+            start = st.get("wall") if isinstance(st, dict) else None
+            pids = h.get("pid_filter")
+            who = ("PID " + ", ".join(str(x) for x in pids)) if isinstance(pids, list) and pids else "all processes"
+            out.append(escape(f"{f['path']}: kernel {h.get('kernel_release')} ({h.get('arch')}), vmabpf "
+                              f"{h.get('tool_version')}, {who}, started {start}"))
+        for ft in f["footers"]:
+            out.append(escape(f"  ended by {ft.get('reason')}: {ft.get('events')} events, "
+                              f"{ft.get('lost_events')} lost"))
+        if not f["recordings"]:
+            out.append(escape(f"{f['path']}: {f['events']} events (no header: watch -j output)"))
+        skipped = f["malformed_lines"] + f["unknown_lines"] + (1 if f["truncated"] else 0)
+        if skipped:
+            out.append(f"  {skipped} lines skipped" + (" (incomplete last line)" if f["truncated"] else ""))
+    out.append("")
+    out.append(summary_table(summary))  # the same text as watch's summary
+    return "\n".join(out)
+
+
+# -- forklat: fork latency histograms (sections from aggregate.fork_histograms) ----------------
+
+FORKLAT_UNITS = {"nsecs": 1, "usecs": 1000, "msecs": 1000000}
+
+
+def forklat_text(sections, unit: str, by: str) -> str:
+    parts = []
+    for _, label, vals, count, total in sections:
+        parts.append(print_log2_hist_text(vals, unit, section=f"\n{label}"))
+        avg = total / count / FORKLAT_UNITS[unit] if count else 0
+        parts.append(f"\navg = {avg:.0f} {unit}, total: {total / FORKLAT_UNITS[unit]:.0f} {unit}, count: {count}")
+    return "\n".join(parts) if parts else "(no forks)"
+
+
+def forklat_json(sections, unit: str, by: str) -> List[dict]:
+    """bcc's JSON histogram keys (biolatency -j): ts, val_type, data[{interval-start, interval-end, count}]."""
+    ts = time.strftime("%Y-%m-%d %H:%M:%S")
+    out = []
+    for _, label, vals, count, total in sections:
+        data = []
+        last = max((i for i, v in enumerate(vals) if v), default=0)
+        for i in range(1, last + 1):
+            low, high = log2_bucket(i)
+            data.append({"interval-start": low, "interval-end": high, "count": vals[i]})
+        out.append({"ts": ts, "val_type": unit, "section": label, "by": by, "data": data, "count": count,
+                    "avg": (total / count / FORKLAT_UNITS[unit]) if count else None})
+    return out
+
+
+# -- bench fork ------------------------------------------------------------------------------------------
+
+def fmt(v, spec=".2f", suffix=""):
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+
+def bench_text(result: dict) -> str:
+    pages = result["pages"]
+    what = f"{result['vmas']} VMAs, {pages} page{'s' if pages != 1 else ''} touched each, " \
+           f"names of {result['name_len']} chars{' (distinct)' if result['distinct_names'] else ' (all equal)'}"
+    lines = [f"fork() of a process with {what}; {result['forks']} forks per scenario and mode", ""]
+    rows = []
+    for mode, row in result["modes"].items():
+        for stat in ("median_ms", "p90_ms"):
+            rows.append([f"trace {mode}, {stat[:-3]}", fmt(row["unnamed"][stat]), fmt(row["named"][stat]),
+                         fmt(regression(row["unnamed"][stat], row["named"][stat]), "+.1f", "%")])
+        if mode == "latency" and row.get("dup_mmap_mean_ms"):
+            d = row["dup_mmap_mean_ms"]
+            rows.append(["  dup_mmap (BPF), mean", fmt(d["unnamed"]), fmt(d["named"]),
+                         fmt(regression(d["unnamed"], d["named"]), "+.1f", "%")])
+        if mode == "full" and row.get("dup_mmap"):
+            d = row["dup_mmap"]
+            rows.append(["  dup_mmap (BPF), median", fmt(d["unnamed"]["median_ms"]), fmt(d["named"]["median_ms"]),
+                         fmt(regression(d["unnamed"]["median_ms"], d["named"]["median_ms"]), "+.1f", "%")])
+    lines.append(tabulate(rows, headers=["scenario", "unnamed ms", "named ms", "regression"], tablefmt="simple",
+                          disable_numparse=True))
+    if len(result["modes"]) > 1:
+        lines.append("")
+        rows = [[mode, fmt(row["unnamed"].get("ratio_vs_off", 1.0 if mode == "off" else None), ".3f"),
+                 fmt(row["named"].get("ratio_vs_off", 1.0 if mode == "off" else None), ".3f")]
+                for mode, row in result["modes"].items()]
+        lines.append("tracer overhead, fork() median with probes / without (same run, interleaved):")
+        lines.append(tabulate(rows, headers=["trace", "unnamed", "named"], tablefmt="simple",
+                              disable_numparse=True))
+    prof = result.get("bpf_profile")
+    if prof:
+        lines.append("\nBPF programs (kernel.bpf_stats_enabled; the probe mechanism itself is not included):")
+        lines.append(tabulate([[fn, st["run_cnt"], fmt(st["avg_ns"], ".0f"), fmt(st["run_time_ns"] / 1e6, ".1f")]
+                               for fn, st in sorted(prof.items())],
+                              headers=["program", "runs", "avg ns", "total ms"], tablefmt="simple", disable_numparse=True))
+    full = result["modes"].get("full")
+    if full and full.get("dup_mmap"):
+        refs = full["dup_mmap"]["named"]["named_refs_per_fork"]
+        lines.append(f"\nname references taken per fork of the named process (vm_area_dup, in-kernel): {refs}; "
+                     f"lost events: {full['lost_events']}")
+    return "\n".join(lines)
+
+
+def report_json(agg, infos: List[dict], pid: Optional[int], write: Callable[[str], None]) -> None:
+    """report -j: {"type": "report", "files": [...], "processes": [...], "lost_events": N}, written one
+    process at a time (a million processes are never all in memory as summaries)."""
+    write('{"type": "report", "files": ' + json.dumps(infos, allow_nan=False) + ', "processes": [')
+    for i, summ in enumerate(agg.iter_summaries([pid] if pid is not None else None)):
+        write(("," if i else "") + "\n " + json.dumps(summ, allow_nan=False))
+    write("\n], " + f'"lost_events": {int(agg.lost)}' + "}\n")

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from guestutil import readline
-from vmatrace_bpf import doctor
+from vmatrace_bpf import checks as doctor
 from vmatrace_bpf.kernel import KernelInfo
 from vmatrace_bpf.plan import choose
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from vmatrace_bpf.report import Aggregator
+from vmatrace_bpf.aggregate import Aggregator
 
 from guestutil import REPO, VMABPF, finish, go, start_vmabpf, start_workload
 

@@ -104,7 +104,7 @@ def test_no_adb_installed(device, tmp_path):
 
 def test_a_device_that_never_stops_is_cut_off(tmp_path, monkeypatch):
     """adb output is bounded in size and time: an endless stream ends in one error, not in memory running out."""
-    from vmatrace_bpf import maps_cmd
+    from vmatrace_bpf.commands import maps as maps_cmd
     fake = tmp_path / "adb"
     fake.write_text("#!/bin/sh\nexec yes 7f0000000000-7f0000001000\n")
     fake.chmod(0o755)

@@ -111,7 +111,7 @@ def test_numbers_are_checked_and_usage_errors_are_one_line():
 def test_header_directories_must_be_roots(tmp_path, monkeypatch):
     """bcc compiles what it finds in BCC_KERNEL_SOURCE or $TMPDIR/kheaders-<release> into a program
     loaded into the kernel: doctor trusts only a non-empty directory of root's, writable by root only."""
-    from vmatrace_bpf import doctor
+    from vmatrace_bpf import checks as doctor
     from vmatrace_bpf.kernel import KernelInfo, KernelFiles
     d = tmp_path / "kheaders-9.9.9"
     d.mkdir()

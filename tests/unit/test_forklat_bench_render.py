@@ -2,8 +2,9 @@
 
 import json
 
-from vmatrace_bpf.bench import regression, render, stats_ms
-from vmatrace_bpf.forklat import render_json, render_text, section_label
+from vmatrace_bpf.aggregate import regression, section_label
+from vmatrace_bpf.forkbench import stats_ms
+from vmatrace_bpf.render import bench_text as render, forklat_json as render_json, forklat_text as render_text
 
 
 def sections():
@@ -59,7 +60,7 @@ def test_bench_workload_never_imports_from_the_current_directory(tmp_path, monke
     """bench runs as root: a vmatrace_bpf/ package in the current directory (or on PYTHONPATH)
     must not be what its worker process runs."""
     import os
-    from vmatrace_bpf.bench import Scenario
+    from vmatrace_bpf.forkbench import Scenario
     evil = tmp_path / "vmatrace_bpf"
     evil.mkdir()
     marker = tmp_path / "pwned"

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmatrace_bpf import maps_cmd
-from vmatrace_bpf.maps_cmd import maps
+from vmatrace_bpf.commands import maps as maps_cmd
+from vmatrace_bpf.commands.maps import maps
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMAPS = os.path.join(REPO, "tests", "data", "smaps")

@@ -287,7 +287,7 @@ def test_ambiguous_prototypes_are_refused(tmp_path):
 
 
 def test_watch_and_record_banner_say_what_is_missing_and_why(saved_kernel):
-    from vmatrace_bpf.watch import missing_note
+    from vmatrace_bpf.session import missing_note
     note = missing_note(choose(saved_kernel("x86_64", "6.6.87", with_btf=False)))
     assert note.startswith(" (not traced here: merge (vma_merge: no BTF to check vma_merge's signature, and the "
                            "evidence for it does not hold here (missing: __vma_adjust); vma_merge-vmi: no BTF")

@@ -12,12 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO
-from vmatrace_bpf import report_cmd
+from vmatrace_bpf import reader as report_cmd
 from vmatrace_bpf.errors import VmabpfError
-from vmatrace_bpf.record import RecordWriter, make_header
-from vmatrace_bpf.report import Aggregator
-from vmatrace_bpf.report_cmd import (NotARecordError, RecordFile, build_report, chrome_trace, read_events,
-                                     render_table)
+from vmatrace_bpf.recording import RecordWriter, make_header
+from vmatrace_bpf.aggregate import Aggregator
+from vmatrace_bpf.chrome import chrome_trace
+from vmatrace_bpf.reader import NotARecordError, RecordFile, build_report, read_events
+from vmatrace_bpf.render import report_table as render_table
 
 VMABPF = [sys.executable, "-m", "vmatrace_bpf"]
 
@@ -618,8 +619,9 @@ def many_process_recording(path, n):
 def test_report_top_and_streamed_json(tmp_path):
     """The table details the --top most active processes and says how many it left out; -j, written one
     process at a time, is exactly every process's summary."""
-    from vmatrace_bpf.report import Aggregator
-    from vmatrace_bpf.report_cmd import aggregate, json_report
+    from vmatrace_bpf.aggregate import Aggregator
+    from vmatrace_bpf.reader import read_recordings as aggregate
+    from vmatrace_bpf.render import report_json as json_report
     p = tmp_path / "many.jsonl"
     many_process_recording(p, 50)
     r = run("report", "--top", "5", str(p))

@@ -4,7 +4,7 @@ from contextlib import redirect_stdout
 import pytest
 
 from vmatrace_bpf.render import escape, event_line, print_log2_hist_text, summary_table
-from vmatrace_bpf.report import Aggregator
+from vmatrace_bpf.aggregate import Aggregator
 
 
 def test_escape_control_bytes():

@@ -1,6 +1,6 @@
 """Aggregation: the numbers watch, report and the tests all use."""
 
-from vmatrace_bpf.report import Aggregator, percentile
+from vmatrace_bpf.aggregate import Aggregator, percentile
 
 
 def ev(type_, **kw):

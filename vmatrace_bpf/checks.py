@@ -1,8 +1,8 @@
-"""`vmabpf doctor`: can vmabpf trace here, and through which attach points?
+"""Can vmabpf trace here, and through which attach points?  (What `vmabpf doctor` prints.)
 
 Each check is a small function returning a Check; ``diagnose`` runs them all
-and adds the attach plan.  ``blocking_problem`` is what other commands call
-before loading BPF, so that they fail with the same words as the doctor.
+and adds the attach plan.  ``blocking_problem`` is what the session calls
+before loading BPF, so that every command fails with the same words as the doctor.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from typing import Dict, List, Optional
 
 from .kernel import KernelInfo
 from .plan import Plan, choose
+from .workload import set_name  # the one prctl(PR_SET_VMA, ...) wrapper on the Python side
 
-PR_SET_VMA = 0x53564D41
-PR_SET_VMA_ANON_NAME = 0
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
 
@@ -54,13 +53,10 @@ class Report:
 # -- individual checks -------------------------------------------------------------
 def live_anon_name_test() -> Optional[int]:
     """Name a scratch page with prctl: 0 if naming works, else the errno (EINVAL: compiled out)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_char_p]
     buf = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-        rc = libc.prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, mmap.PAGESIZE, b"vmabpf-doctor")
-        return 0 if rc == 0 else ctypes.get_errno()
+        return -set_name(addr, mmap.PAGESIZE, b"vmabpf-doctor")
     except (OSError, TypeError, ValueError, BufferError):
         return None
     finally:

@@ -1,4 +1,4 @@
-"""`vmabpf bench fork`: what names cost fork(), and what vmabpf's own probes cost it.
+"""The fork benchmark behind `vmabpf bench fork`: what names cost fork(), and what vmabpf's own probes cost it.
 
 Reproduces the experiment behind the refcounted struct anon_vma_name: a process
 with N anonymous VMAs that cannot merge, unnamed or named (names of L
@@ -18,10 +18,13 @@ import sys
 from statistics import median
 from typing import Dict, List, Optional
 
-import click
-
-from .errors import VmabpfError, one_line_errors
-from .report import percentile
+from . import workload
+from .aggregate import percentile, regression
+from .errors import VmabpfError
+from .events import decode_name
+from .loader import Tracer
+from .plan import choose
+from .session import prepare
 
 MODES = ("off", "latency", "full")
 SCENARIOS = ("unnamed", "named")
@@ -44,7 +47,6 @@ class Scenario:
         comm = f"vmabench-{name}"[:15]
         # run as root: the installed workload.py by its path, isolated (-I: no PYTHONPATH, no user
         # site), never `-m`, which would import a vmatrace_bpf/ from the current directory first
-        from . import workload
         args = [sys.executable, "-I", os.path.abspath(workload.__file__), "bench-server", str(vmas),
                 str(name_len if name == "named" else 0), str(pages), "1" if distinct else "0", comm]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -75,16 +77,8 @@ def stats_ms(ns: List[int]) -> Dict[str, Optional[float]]:
             "p90_ms": percentile(s, 90) / 1e6 if s else None}
 
 
-def regression(unnamed: Optional[float], named: Optional[float]) -> Optional[float]:
-    if not unnamed or named is None:
-        return None
-    return (named - unnamed) / unnamed * 100.0
-
-
 def make_tracers(modes, kinfo, pids):
     """One loaded (not attached) program per traced mode."""
-    from .loader import Tracer
-    from .plan import choose
     tracers = {}
     if "latency" in modes:
         plan = choose(kinfo, only=["fork"])
@@ -164,7 +158,6 @@ def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str]
     traced = [m for m in modes if m != "off"]
     kinfo = None
     if traced:
-        from .watch import prepare
         kinfo, _ = prepare([], None, ())
     scen = {}
     try:
@@ -202,7 +195,6 @@ def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str]
             result["modes"][mode] = row
         if "latency" in tracers:
             totals = tracers["latency"].table("forklat_totals")
-            from .events import decode_name
             by_comm = {decode_name(bytes(k.comm)): (v.count, v.sum_ns) for k, v in totals.items()}
             result["modes"]["latency"]["dup_mmap_mean_ms"] = {
                 s: (by_comm[scen[s].comm][1] / by_comm[scen[s].comm][0] / 1e6) if scen[s].comm in by_comm else None
@@ -233,104 +225,3 @@ def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str]
     finally:
         for s in scen.values():
             s.close()
-
-
-def fmt(v, spec=".2f", suffix=""):
-    return "-" if v is None else f"{v:{spec}}{suffix}"
-
-
-def render(result: dict) -> str:
-    from tabulate import tabulate
-    pages = result["pages"]
-    what = f"{result['vmas']} VMAs, {pages} page{'s' if pages != 1 else ''} touched each, " \
-           f"names of {result['name_len']} chars{' (distinct)' if result['distinct_names'] else ' (all equal)'}"
-    lines = [f"fork() of a process with {what}; {result['forks']} forks per scenario and mode", ""]
-    rows = []
-    for mode, row in result["modes"].items():
-        for stat in ("median_ms", "p90_ms"):
-            rows.append([f"trace {mode}, {stat[:-3]}", fmt(row["unnamed"][stat]), fmt(row["named"][stat]),
-                         fmt(regression(row["unnamed"][stat], row["named"][stat]), "+.1f", "%")])
-        if mode == "latency" and row.get("dup_mmap_mean_ms"):
-            d = row["dup_mmap_mean_ms"]
-            rows.append(["  dup_mmap (BPF), mean", fmt(d["unnamed"]), fmt(d["named"]),
-                         fmt(regression(d["unnamed"], d["named"]), "+.1f", "%")])
-        if mode == "full" and row.get("dup_mmap"):
-            d = row["dup_mmap"]
-            rows.append(["  dup_mmap (BPF), median", fmt(d["unnamed"]["median_ms"]), fmt(d["named"]["median_ms"]),
-                         fmt(regression(d["unnamed"]["median_ms"], d["named"]["median_ms"]), "+.1f", "%")])
-    lines.append(tabulate(rows, headers=["scenario", "unnamed ms", "named ms", "regression"], tablefmt="simple",
-                          disable_numparse=True))
-    if len(result["modes"]) > 1:
-        lines.append("")
-        rows = [[mode, fmt(row["unnamed"].get("ratio_vs_off", 1.0 if mode == "off" else None), ".3f"),
-                 fmt(row["named"].get("ratio_vs_off", 1.0 if mode == "off" else None), ".3f")]
-                for mode, row in result["modes"].items()]
-        lines.append("tracer overhead, fork() median with probes / without (same run, interleaved):")
-        lines.append(tabulate(rows, headers=["trace", "unnamed", "named"], tablefmt="simple",
-                              disable_numparse=True))
-    prof = result.get("bpf_profile")
-    if prof:
-        lines.append("\nBPF programs (kernel.bpf_stats_enabled; the probe mechanism itself is not included):")
-        lines.append(tabulate([[fn, st["run_cnt"], fmt(st["avg_ns"], ".0f"), fmt(st["run_time_ns"] / 1e6, ".1f")]
-                               for fn, st in sorted(prof.items())],
-                              headers=["program", "runs", "avg ns", "total ms"], tablefmt="simple", disable_numparse=True))
-    full = result["modes"].get("full")
-    if full and full.get("dup_mmap"):
-        refs = full["dup_mmap"]["named"]["named_refs_per_fork"]
-        lines.append(f"\nname references taken per fork of the named process (vm_area_dup, in-kernel): {refs}; "
-                     f"lost events: {full['lost_events']}")
-    return "\n".join(lines)
-
-
-@click.group()
-def bench():
-    """Benchmarks on this kernel (side by side, ratios)."""
-
-
-@bench.command("fork")
-@click.option("--vmas", type=click.IntRange(1, 1 << 24), help="VMAs in the forking process (default: vm.max_map_count minus headroom)")
-@click.option("--name-len", type=click.IntRange(1, 79), default=79, show_default=True, help="name length")
-@click.option("--pages", type=click.Choice(["0", "1", "10"]), default="0", show_default=True,
-              help="pages populated per VMA")
-@click.option("--forks", type=click.IntRange(1, 100000), default=20, show_default=True, help="forks per scenario")
-@click.option("--trace", "trace", default="off", show_default=True, metavar="off|latency|full|all",
-              help="probes attached during the forks; a comma list or 'all' runs them side by side")
-@click.option("--same-name", is_flag=True, help="give every VMA the same name (default: distinct names)")
-@click.option("-j", "--json", "as_json", is_flag=True, help="print JSON")
-def bench_fork(vmas, name_len, pages, forks, trace, same_name, as_json):
-    """fork() latency of a process with many VMAs, unnamed vs named, and the tracer's overhead."""
-    one_line_errors(_bench_fork)(vmas, name_len, int(pages), forks, trace, same_name, as_json)
-
-
-def _bench_fork(vmas, name_len, pages, forks, trace, same_name, as_json):
-    modes = list(MODES) if trace == "all" else [m.strip() for m in trace.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise VmabpfError(f"--trace takes off, latency, full (comma-separated) or all, not {trace!r}", exit_code=2)
-    if "off" not in modes and len(modes) > 1:
-        modes.insert(0, "off")
-    limit = max_map_count()
-    if vmas is None:
-        vmas = min(65536, limit - HEADROOM)
-    if vmas + HEADROOM > limit:
-        click.echo(f"vmabpf: warning: vm.max_map_count is {limit}: {vmas} VMAs leave under {HEADROOM} for the "
-                   f"rest of the process; raise it with sysctl vm.max_map_count=N", err=True)
-    if vmas < 2:
-        raise VmabpfError("--vmas must be at least 2", exit_code=2)
-    from .doctor import live_anon_name_test
-    err = live_anon_name_test()
-    if err:
-        import errno as _errno
-        raise VmabpfError(f"this kernel cannot name VMAs (prctl PR_SET_VMA_ANON_NAME: "
-                          f"{_errno.errorcode.get(err, err)}): the named scenario needs CONFIG_ANON_VMA_NAME")
-
-    def progress(done, total):
-        if not as_json and sys.stderr.isatty():
-            click.echo(f"\rround {done}/{total}", nl=done == total, err=True)
-
-    with BpfStats():
-        result = run_bench(vmas, name_len, pages, forks, modes, not same_name, progress=progress)
-    if as_json:
-        click.echo(json.dumps(result, indent=2, allow_nan=False))
-    else:
-        click.echo(render(result))

@@ -1,12 +1,11 @@
-"""`vmabpf report`: the per-process report of recordings (`vmabpf record`) or `watch -j` output.
+"""Reading recordings (``recording.py`` has the format) and `watch -j` output into the aggregation.
 
-Events go through ``report.Aggregator``, the aggregation `watch` uses, so a
-recording gives the same numbers offline as `watch` gave live.  The reader is
-strict about what it feeds the aggregation (every field it uses has the right
-JSON type) and lenient about the file: a malformed line is skipped with a
-warning naming it, a truncated last line (recording cut by power loss) is
-skipped with one warning; only a file that is not a recording at all is an
-error.  It raises nothing but VmabpfError subclasses.
+The reader is strict about what it feeds the aggregation (every field it uses
+has the right JSON type) and lenient about the file: a malformed line is
+skipped with a warning naming it, a truncated last line (recording cut by power
+loss) is skipped with one warning; only a file that is not a recording at all is
+an error.  It raises nothing but VmabpfError subclasses.  Big files are read by
+several processes, merged in file order (``Aggregator.merge``).
 """
 
 from __future__ import annotations
@@ -21,11 +20,10 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import click
 
-from .options import PID
-
-from .errors import VmabpfError, one_line_errors
-from .inputs import MAX_LINE
-from .record import FORMAT, VERSION
+from .aggregate import Aggregator
+from .errors import VmabpfError
+from .inputs import MAX_LINE, open_regular
+from .recording import FORMAT, VERSION
 
 MAX_WARNINGS = 10  # per file; the rest are counted
 
@@ -127,7 +125,6 @@ def _finite_float(text: str) -> float:
 # a recording never holds them, and the line is refused (with its number) instead
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 _SCAN = _DECODER.scan_once
-JSON_DECODER = "json"  # the standard library (the design keeps to it), one JSON array per batch of lines
 _OBJ_COMMA = re.compile(rb"\}\s*,")
 _BATCH_BYTES = 32768  # bytes read per batch: ~100 events
 
@@ -173,7 +170,6 @@ class RecordFile:
     def _open(self):
         if self.path == "-":
             return sys.stdin.buffer
-        from .inputs import open_regular
         try:
             return open_regular(self.path, "a recording")
         except VmabpfError as e:
@@ -369,109 +365,7 @@ def read_events(paths: List[str], warn: Callable[[str], None] = None) -> Iterato
         yield from RecordFile(p, warn).events()
 
 
-# -- rendering ----------------------------------------------------------------------------------------------
-
-def render_table(summary: dict, files: List[dict]) -> str:
-    from .render import escape, summary_table
-    out = []
-    for f in files:
-        for h in f["recordings"]:
-            st = h.get("start_time")
-            start = st.get("wall") if isinstance(st, dict) else None
-            pids = h.get("pid_filter")
-            who = ("PID " + ", ".join(str(x) for x in pids)) if isinstance(pids, list) and pids else "all processes"
-            out.append(escape(f"{f['path']}: kernel {h.get('kernel_release')} ({h.get('arch')}), vmabpf "
-                              f"{h.get('tool_version')}, {who}, started {start}"))
-        for ft in f["footers"]:
-            out.append(escape(f"  ended by {ft.get('reason')}: {ft.get('events')} events, "
-                              f"{ft.get('lost_events')} lost"))
-        if not f["recordings"]:
-            out.append(escape(f"{f['path']}: {f['events']} events (no header: watch -j output)"))
-        skipped = f["malformed_lines"] + f["unknown_lines"] + (1 if f["truncated"] else 0)
-        if skipped:
-            out.append(f"  {skipped} lines skipped" + (" (incomplete last line)" if f["truncated"] else ""))
-    out.append("")
-    out.append(summary_table(summary))  # the same text as watch's summary
-    return "\n".join(out)
-
-
-def _plain(v) -> bool:
-    """A value that goes into trace JSON as is (no floats: a fuzzed 1e999 would be Infinity, not JSON)."""
-    t = type(v)
-    if t is int or t is str or t is bool or v is None:
-        return True
-    return t is list and all(type(x) is int or type(x) is str for x in v)
-
-
-CHROME_LABEL = {"name_set": "name", "merge": "merge", "split": "split", "name_alloc": "name alloc",
-                "name_free": "name free", "exit": "exit"}
-
-
-def chrome_trace(events: List[dict], meta: Optional[dict] = None) -> dict:
-    """Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing): each process a track (pid),
-    forks as complete ("X") slices from dup_mmap's start to its end, the rest as thread-scoped
-    instants.  ts/dur in microseconds from the earliest event."""
-    from .render import event_detail
-    raw = []  # (start ns, event dict without ts)
-    comms: Dict[int, str] = {}
-    threads: Dict[tuple, str] = {}
-    for ev in events:
-        t = ev["type"]
-        ts = ev.get("ts")
-        if type(ts) is not int or not 0 <= ts < _U64:
-            continue  # no usable time: not on a timeline
-        if t == "lost":
-            raw.append((ts, {"name": f"{ev['count']} events lost", "cat": "lost", "ph": "i", "s": "g",
-                             "pid": 0, "tid": 0, "args": {"count": ev["count"]}}))
-            continue
-        pid = ev["pid"]
-        tid = ev.get("tid", pid)
-        if type(tid) is not int:
-            tid = pid
-        comm = ev.get("comm") or ""
-        if comm:
-            comms[pid] = comm
-            threads[(pid, tid)] = comm
-        else:
-            comms.setdefault(pid, "")
-        try:
-            detail = event_detail(ev, verbose=True)
-        except Exception:  # fields the detail text wants but this event lacks: the args still say it all
-            detail = ""
-        args = {k: v for k, v in ev.items() if k not in ("type", "pid", "tid", "comm", "ts") and _plain(v)}
-        args["detail"] = detail
-        if t == "fork":
-            lat = max(0, ev["latency_ns"])
-            raw.append((ts - lat, {"name": f"fork (dup_mmap) -> {ev['child_pid']}", "cat": "fork", "ph": "X",
-                                   "dur": lat / 1000.0, "pid": pid, "tid": tid, "args": args}))
-        else:
-            label = CHROME_LABEL.get(t, t)
-            if t in ("name_set", "split", "name_alloc", "name_free") and isinstance(ev.get("name"), str):
-                label += f" '{ev['name'][:40]}'"
-            if t == "merge":
-                label += f" {ev['outcome']}"
-            if t in ("name_set", "split") and ev.get("ret"):
-                label += f" {ev.get('err') or ev['ret']}"
-            raw.append((ts, {"name": label, "cat": t, "ph": "i", "s": "t", "pid": pid, "tid": tid, "args": args}))
-    t0 = min((r[0] for r in raw), default=0)
-    out = []
-    for pid, comm in sorted(comms.items()):
-        out.append({"name": "process_name", "ph": "M", "ts": 0, "pid": pid, "tid": pid,
-                    "args": {"name": f"{comm} ({pid})" if comm else f"PID {pid}"}})
-    for (pid, tid), comm in sorted(threads.items()):
-        out.append({"name": "thread_name", "ph": "M", "ts": 0, "pid": pid, "tid": tid,
-                    "args": {"name": f"{comm} ({tid})"}})
-    if any(r[1]["pid"] == 0 for r in raw):
-        out.append({"name": "process_name", "ph": "M", "ts": 0, "pid": 0, "tid": 0,
-                    "args": {"name": "vmabpf (lost events)"}})
-    for start, ce in raw:
-        ce["ts"] = (start - t0) / 1000.0
-        out.append(ce)
-    return {"traceEvents": out, "displayTimeUnit": "ms",
-            "otherData": {"generator": "vmabpf report", **(meta or {}), "t0_monotonic_ns": t0}}
-
-
-# -- the command --------------------------------------------------------------------------------------------
+# -- reading big files in parallel ---------------------------------------------------------------------------
 
 PARALLEL_MIN_BYTES = 16 << 20  # below this, starting worker processes costs more than it saves
 PART_MIN_BYTES = 8 << 20
@@ -479,7 +373,6 @@ PART_MIN_BYTES = 8 << 20
 
 def _read_part(path: str, start: int, end: int):
     """In a worker process: one later part of a big file -> (Aggregator, what the reader found)."""
-    from .report import Aggregator
     agg = Aggregator(track_frees=True)
     rf = RecordFile(path, start=start, end=end, part=True)
     for _ in rf._scan(agg.add):
@@ -558,15 +451,14 @@ def build_report(paths: List[str], pid: Optional[int] = None, keep_events: bool 
                  warn: Callable[[str], None] = None, jobs: Optional[int] = None, top: Optional[int] = None):
     """(summary dict, per-file info, events kept for export) of PATHS; with TOP, only the TOP most
     active processes are summarised."""
-    agg, files, kept = aggregate(paths, pid, keep_events, warn, jobs)
+    agg, files, kept = read_recordings(paths, pid, keep_events, warn, jobs)
     return agg.summary([pid] if pid is not None else None, top), files, kept
 
 
-def aggregate(paths: List[str], pid: Optional[int] = None, keep_events: bool = False,
+def read_recordings(paths: List[str], pid: Optional[int] = None, keep_events: bool = False,
               warn: Callable[[str], None] = None, jobs: Optional[int] = None):
     """(Aggregator, per-file info, events kept for export) of PATHS.  Big files are read by several
     processes (JOBS; default one per CPU) unless the events are kept."""
-    from .report import Aggregator
     agg = Aggregator()
     add = agg.add
     kept: List[dict] = []
@@ -593,67 +485,3 @@ def aggregate(paths: List[str], pid: Optional[int] = None, keep_events: bool = F
     return agg, files, kept
 
 
-@click.command()
-@click.argument("files", nargs=-1, required=True, metavar="FILE...")
-@click.option("-p", "--pid", type=PID, help="only this process")
-@click.option("-j", "--json", "as_json", is_flag=True, help="same as --format json")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "chrome"]), default=None,
-              help="table (default), json, or chrome (trace-event JSON for ui.perfetto.dev / chrome://tracing)")
-@click.option("-o", "--output", metavar="OUT", help="write the report to OUT instead of stdout (a new file)")
-@click.option("--replace", is_flag=True, help="with -o: replace OUT if it exists (once the new one is complete)")
-@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
-              help="the table shows the N most active processes (0: all); -j always gives every one")
-def report(files, pid, as_json, fmt, output, replace, top):
-    """The per-process report of recordings made by `vmabpf record` (or of
-    `vmabpf watch -j` output): names set and rejected, name objects, merges and
-    why they failed, the VMAs names cost, splits, forks and name sharing.
-
-    Needs no BPF and no root: record on the device, report anywhere.
-    """
-    one_line_errors(_report)(files, pid, as_json, fmt, output, replace, top)
-
-
-def json_report(agg, infos: List[dict], pid: Optional[int], write: Callable[[str], None]) -> None:
-    """report -j: {"type": "report", "files": [...], "processes": [...], "lost_events": N}, written one
-    process at a time (a million processes are never all in memory as summaries)."""
-    write('{"type": "report", "files": ' + json.dumps(infos, allow_nan=False) + ', "processes": [')
-    for i, summ in enumerate(agg.iter_summaries([pid] if pid is not None else None)):
-        write(("," if i else "") + "\n " + json.dumps(summ, allow_nan=False))
-    write("\n], " + f'"lost_events": {int(agg.lost)}' + "}\n")
-
-
-def _report(files, pid, as_json, fmt, output, replace=False, top=20):
-    if as_json and fmt not in (None, "json"):
-        raise VmabpfError(f"-j and --format {fmt} disagree; use one", exit_code=2)
-    fmt = fmt or ("json" if as_json else "table")
-    out = None
-    if output and output != "-":
-        from .outfile import OutputFile
-        out = OutputFile(output, force=replace)  # refused at once if it exists, before the reading
-        fp = out.open()
-    else:
-        fp = sys.stdout
-    try:
-        agg, infos, kept = aggregate(list(files), pid, keep_events=(fmt == "chrome"))
-        if fmt == "json":
-            json_report(agg, infos, pid, fp.write)
-        elif fmt == "chrome":
-            fp.write(json.dumps(chrome_trace(kept, {"files": [i["path"] for i in infos]}), separators=(",", ":"),
-                                allow_nan=False) + "\n")
-        else:
-            fp.write(render_table(agg.summary([pid] if pid is not None else None, top or None), infos) + "\n")
-        fp.flush()
-    except OSError as e:
-        if out:
-            out.discard()
-        if isinstance(e, BrokenPipeError):
-            raise
-        raise VmabpfError(f"cannot write {output or 'stdout'}: {e.strerror or e}") from None
-    except BaseException:
-        if out:
-            out.discard()
-        raise
-    if out:
-        out.commit()
-        from .escape import escape
-        click.echo(f"Wrote {fmt} report to {escape(output)}.", err=True)

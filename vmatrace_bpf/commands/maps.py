@@ -14,11 +14,11 @@ from typing import Optional, Sequence, Tuple
 
 import click
 
-from .options import PID
+from ..options import PID
 
-from .errors import VmabpfError, one_line_errors
-from .escape import escape
-from .procmaps import SMAPS_COLUMNS, SORT_KEYS, ProcMaps, fragments, group, parse
+from ..errors import VmabpfError, one_line_errors
+from ..escape import escape
+from ..procmaps import SMAPS_COLUMNS, SORT_KEYS, ProcMaps, fragments, group, parse
 
 ADB_TIMEOUT = 120
 
@@ -34,7 +34,7 @@ MAX_SMAPS_BYTES = 4 << 30  # a saved smaps of 1M VMAs is ~1 GiB
 
 def read_file(path: str) -> str:
     """The text of a saved maps/smaps file; VmabpfError if it cannot be read."""
-    from .inputs import read_regular
+    from ..inputs import read_regular
     try:
         data = read_regular(path, "a maps/smaps file", MAX_SMAPS_BYTES)
     except OSError as e:

@@ -1,0 +1,1 @@
+"""The commands: a thin top floor (options, calls, exit codes).  None imports another."""

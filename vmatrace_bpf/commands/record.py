@@ -1,0 +1,64 @@
+"""`vmabpf record`: events to a JSON Lines file (``recording.py``), for `vmabpf report` later and elsewhere."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import VmabpfError, one_line_errors
+from ..escape import escape
+from ..loader import Tracer
+from ..options import PID, SECONDS
+from ..recording import RecordWriter, make_header, open_output
+from ..session import StopFlag, missing_note, prepare, trace_loop
+
+
+@click.command()
+@click.option("-o", "--output", required=True, metavar="FILE",
+              help="the recording (JSON Lines), a new file; - for stdout")
+@click.option("--replace", is_flag=True, help="replace FILE if it exists (once the new recording ends)")
+@click.option("-p", "--pid", type=PID, help="record this process (TGID); default: every process")
+@click.option("--children", is_flag=True, help="follow processes it forks")
+@click.option("--duration", type=SECONDS, help="stop after this many seconds")
+@click.option("--force", multiple=True, metavar="CAP=VARIANT",
+              help="pin a capability to a variant of the attach plan (see doctor)")
+@one_line_errors
+def record(output, replace, pid, children, duration, force):
+    """Record named-VMA events to FILE (JSON Lines: header, events, footer)
+    for `vmabpf report`, here or on another machine.
+
+    Ctrl-C, SIGTERM, --duration or the process exiting end the recording
+    cleanly (footer written, exit 0).
+    """
+    if duration is not None and duration <= 0:
+        raise VmabpfError("--duration must be a positive number of seconds", exit_code=2)
+    if children and pid is None:
+        raise VmabpfError("--children needs -p PID (without -p every process is recorded)", exit_code=2)
+
+    pids = [pid] if pid is not None else []
+    # the output first: an existing file is refused before anything else is tried
+    fp, name, outfile = open_output(output, replace)
+    writer = RecordWriter(fp, name, close_fp=False)
+    why = "error"
+    header_written = False
+    try:
+        kinfo, plan = prepare(pids, None, force)
+
+        with StopFlag() as stop, Tracer(plan, kinfo, writer.write_event, pids=pids, children=children,
+                                        filter_pids=bool(pids)) as tracer:
+            writer.write_header(make_header(plan.to_json(), kinfo.release, kinfo.arch, pids, children))
+            header_written = True
+            who = f"PID {pid}{' and its children' if children else ''}" if pids else "all processes"
+            click.echo(f"Recording named-VMA events of {who} to {escape(name)}"
+                       f"{missing_note(plan)}... Hit Ctrl-C to end.", err=True)
+            why = trace_loop(tracer, writer.write_event, pids, stop, duration)
+    finally:
+        if header_written:
+            writer.close(why)
+            if outfile:
+                outfile.commit()
+        elif outfile:
+            # nothing recorded (the BPF program did not load): remove the file we made, and only that
+            outfile.discard()
+    if why == "exit":
+        click.echo(f"PID {pid} exited; detached.", err=True)
+    click.echo(f"Recorded {writer.events} events ({writer.lost} lost) to {escape(name)}.", err=True)

@@ -1,0 +1,149 @@
+"""A trace session: the checks before loading, the one plan path, the trace loop and how it stops.
+
+Every tracing command (watch, record, forklat, bench) goes through here:
+``prepare`` (PID checks, kernel facts, blocking problems, the plan, --force),
+``ebpf_plan`` (the same plan for --ebpf, which prints instead of loading),
+``StopFlag`` (Ctrl-C and SIGTERM end a trace cleanly) and ``trace_loop``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from .checks import blocking_problem
+from .errors import VmabpfError
+from .escape import escape
+from .kernel import KernelInfo
+from .plan import Plan, PlanError, choose, parse_force
+
+
+def process_state(pid: int) -> Optional[str]:
+    """The state letter from /proc/PID/stat, or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return "?"
+    # comm may hold spaces and parentheses: the state follows the last ')'
+    return data[data.rfind(")") + 2:][:1] or "?"
+
+
+def process_alive(pid: int) -> bool:
+    return process_state(pid) not in (None, "Z", "X")
+
+
+def check_pid(pid: int) -> None:
+    if pid <= 0 or not process_alive(pid):
+        raise VmabpfError(f"no process with PID {pid} (check the number with ps; it may have exited)")
+
+
+def check_tid(pid: int, tid: int) -> None:
+    if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+        raise VmabpfError(f"PID {pid} has no thread {tid} (see /proc/{pid}/task)")
+
+
+class StopFlag:
+    """Ctrl-C and SIGTERM end the trace loop cleanly (summary, detach, exit 0)."""
+
+    def __init__(self):
+        self.why: Optional[str] = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.why = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _plan(kinfo: KernelInfo, force: Sequence[str], only: Optional[List[str]] = None) -> Plan:
+    """The attach plan for KINFO with --force pins; a pin the kernel refuses is an error."""
+    try:
+        forced = parse_force(force)
+    except PlanError as e:
+        raise VmabpfError(str(e)) from None
+    plan = choose(kinfo, force=forced, only=only)
+    refused = plan.forced_failures()
+    if refused:
+        raise VmabpfError("--force refused on this kernel: " + "; ".join(refused))
+    return plan
+
+
+def prepare(pids: List[int], tid: Optional[int], force: Sequence[str],
+            only: Optional[List[str]] = None) -> Tuple[KernelInfo, Plan]:
+    """Checks, kernel info and plan for a trace of PIDS; raises VmabpfError with one line."""
+    try:
+        parse_force(force)  # a malformed --force is refused before anything else is tried
+    except PlanError as e:
+        raise VmabpfError(str(e)) from None
+    for pid in pids:
+        check_pid(pid)
+        if tid:
+            check_tid(pid, tid)
+    kinfo = KernelInfo.live()
+    problem = blocking_problem(kinfo)
+    if problem:
+        raise VmabpfError(f"cannot trace on this kernel: {problem}; see 'vmabpf doctor'")
+    return kinfo, _plan(kinfo, force, only)
+
+
+def ebpf_plan(force: Sequence[str] = (), only: Optional[List[str]] = None) -> Tuple[KernelInfo, Plan]:
+    """Kernel facts and plan for --ebpf: no PID, root or bcc checks (it prints the program, loads nothing)."""
+    kinfo = KernelInfo.live()
+    return kinfo, _plan(kinfo, force, only)
+
+
+def missing_note(plan: Plan) -> str:
+    """' (not traced here: merge (why); ...)' for a banner's first line, or ''."""
+    line = plan.missing_line()
+    return f" (not traced here: {escape(line)})" if line else ""
+
+
+def trace_loop(tracer, on_event: Callable[[dict], None], pids: List[int], stop: StopFlag,
+               duration: Optional[float] = None, interval: Optional[float] = None,
+               on_interval: Optional[Callable[[], bool]] = None) -> str:
+    """Poll until Ctrl-C/SIGTERM, DURATION, the (first) watched process exiting, or
+    ON_INTERVAL returning False.  Lost events are reported as {"type": "lost"}.
+    Returns why it stopped."""
+    start = time.monotonic()
+    next_tick = start + interval if interval else None
+    next_alive_check = start
+    lost_seen = 0
+    why = ""
+    while not why:
+        tracer.poll(100)
+        now = time.monotonic()
+        lost = tracer.lost()
+        if lost > lost_seen:
+            on_event({"type": "lost", "ts": time.monotonic_ns(), "count": lost - lost_seen})
+            lost_seen = lost
+        if stop.why:
+            why = stop.why
+        elif duration is not None and now - start >= duration:
+            why = "duration"
+        elif pids and now >= next_alive_check:
+            next_alive_check = now + 0.25
+            if not process_alive(pids[0]):
+                why = "exit"
+        if next_tick and now >= next_tick and not why:
+            next_tick += interval
+            if on_interval and on_interval() is False:
+                why = "count"
+    tracer.drain()
+    lost = tracer.lost()
+    if lost > lost_seen:
+        on_event({"type": "lost", "ts": time.monotonic_ns(), "count": lost - lost_seen})
+    if why == "exit":
+        on_event({"type": "exit", "ts": time.monotonic_ns(), "pid": pids[0], "tid": pids[0], "comm": ""})
+    return why
