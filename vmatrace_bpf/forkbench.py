@@ -124,33 +124,46 @@ class BpfStats:
                 pass
 
     @staticmethod
-    def read(fn_names) -> Dict[str, dict]:
-        """{fn: {"run_cnt", "run_time_ns", "avg_ns"}} for the loaded programs named FN_NAMES."""
+    def bpftool_progs() -> Optional[List[dict]]:
+        """`bpftool prog show --json`, or None without bpftool."""
         # the distribution's bpftool by its path, not whatever PATH holds (this runs as root)
         bpftool = next((p for p in ("/usr/sbin/bpftool", "/usr/bin/bpftool", "/sbin/bpftool") if os.path.isfile(p)),
                        None)
         if not bpftool:
-            return {}
+            return None
         try:
             out = subprocess.run([bpftool, "prog", "show", "--json"], capture_output=True, text=True, timeout=60)
-            progs = json.loads(out.stdout or "[]")
+            progs = json.loads(out.stdout or "null")
         except (OSError, ValueError, subprocess.TimeoutExpired):
-            return {}
-        wanted = {fn[:15]: fn for fn in fn_names}  # the kernel keeps 15 characters of a program name
-        me = os.getpid()
+            return None
+        return progs if isinstance(progs, list) else None
+
+    @staticmethod
+    def match(progs: Optional[List[dict]], programs: Dict[str, Dict[str, int]]) -> Dict[str, dict]:
+        """{label: {"id", "name", "run_cnt", "run_time_ns", "avg_ns", "source"}} for every program of
+        PROGRAMS ({label: fdinfo numbers, see Tracer.programs}), matched to PROGS (bpftool's JSON) by
+        program id: names cannot tell them apart (the kernel keeps 15 characters, BPF_OBJ_NAME_LEN 16,
+        and bcc's fentry/fexit programs all begin "kfunc__vmlinux_"/"kretfunc__vmlin").  A program
+        bpftool does not list is read from its fdinfo (the same kernel counters)."""
+        by_id = {p.get("id"): p for p in progs or () if isinstance(p, dict)}
         stats: Dict[str, dict] = {}
-        for p in progs:
-            owners = {x.get("pid") for x in p.get("pids", [])}
-            name = p.get("name", "")
-            # this process's programs (bpftool names their owners), else the plan's names
-            if (owners and me not in owners) or (not owners and name not in wanted):
-                continue
-            st = stats.setdefault(wanted.get(name, name), {"run_cnt": 0, "run_time_ns": 0})
-            st["run_cnt"] += p.get("run_cnt", 0)
-            st["run_time_ns"] += p.get("run_time_ns", 0)
-        for st in stats.values():
+        for label, info in programs.items():
+            p = by_id.get(info.get("prog_id"))
+            if p is not None:
+                st = {"id": p["id"], "name": p.get("name", ""), "run_cnt": p.get("run_cnt", 0),
+                      "run_time_ns": p.get("run_time_ns", 0), "source": "bpftool"}
+            else:
+                st = {"id": info.get("prog_id"), "name": None, "run_cnt": info.get("run_cnt", 0),
+                      "run_time_ns": info.get("run_time_ns", 0), "source": "fdinfo"}
             st["avg_ns"] = st["run_time_ns"] / st["run_cnt"] if st["run_cnt"] else None
+            stats[label] = st
         return stats
+
+    @classmethod
+    def read(cls, tracers: Dict[str, "Tracer"]) -> Dict[str, dict]:
+        """{"FN [MODE]": stats} for every program loaded by each of TRACERS ({mode: Tracer})."""
+        programs = {f"{fn} [{mode}]": info for mode, t in tracers.items() for fn, info in t.programs().items()}
+        return cls.match(cls.bpftool_progs(), programs)
 
 
 def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str], distinct: bool,
@@ -200,9 +213,7 @@ def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str]
                 s: (by_comm[scen[s].comm][1] / by_comm[scen[s].comm][0] / 1e6) if scen[s].comm in by_comm else None
                 for s in SCENARIOS}
         if tracers:
-            fns = {p.fn for t in tracers.values() for p in t.plan.probes()}
-            fns |= {"tracepoint__sched__sched_process_fork"}
-            result["bpf_profile"] = BpfStats.read(sorted(fns))
+            result["bpf_profile"] = BpfStats.read(tracers)
         if "full" in tracers:
             t = tracers["full"]
             t.drain()

@@ -123,6 +123,24 @@ def ebpf_text(defines: Dict[str, int]) -> str:
     return f"/* vmabpf: -D flags chosen by the attach plan */\n{head}\n{program_source()}"
 
 
+def fdinfo(fd: int) -> Dict[str, int]:
+    """The numeric fields of /proc/self/fdinfo/FD (a BPF program's: prog_id, run_time_ns, run_cnt, ...)."""
+    out: Dict[str, int] = {}
+    try:
+        with open(f"/proc/self/fdinfo/{int(fd)}") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                if key == "prog_tag":  # hex, not a number
+                    continue
+                try:
+                    out[key.strip()] = int(val.strip())
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    return out
+
+
 class Tracer:
     """The loaded programs.  Use as a context manager: exit detaches everything."""
 
@@ -244,6 +262,18 @@ class Tracer:
             self.bpf.ring_buffer_consume()
         else:
             self.bpf.perf_buffer_poll(0)
+
+    def programs(self) -> Dict[str, Dict[str, int]]:
+        """{BPF function: its /proc/self/fdinfo numbers (prog_id, run_cnt, run_time_ns, ...)} for every
+        program bcc has loaded so far (kprobe programs are loaded when first attached).  The kernel keeps
+        only 15 characters of a name, and bcc's fexit names all begin "kretfunc__vmlinux__": the
+        program id is what tells them apart (bpftool prog show lists it)."""
+        out: Dict[str, Dict[str, int]] = {}
+        for name, func in (self.bpf.funcs.items() if self.bpf is not None else ()):
+            info = fdinfo(func.fd)
+            if "prog_id" in info:
+                out[name.decode() if isinstance(name, bytes) else name] = info
+        return out
 
     def table(self, name: str):
         """A BPF map of the loaded program (bcc table object)."""

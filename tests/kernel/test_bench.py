@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 
+from vmatrace_bpf.kernel import KernelInfo
+from vmatrace_bpf.plan import choose
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -27,3 +30,25 @@ def test_bench_fork_small_all_modes():
     assert full["dup_mmap"]["unnamed"]["named_refs_per_fork"] == [0]
     assert full["dup_mmap"]["named"]["n"] == 20 and full["lost_events"] == 0
     assert all(v > 0 for v in res["modes"]["latency"]["dup_mmap_mean_ms"].values())
+
+    # the kernel's accounting (bpf_stats, bpftool) lists every program each tracer loaded, matched by
+    # program id: fexit (kretfunc__vmlinux__*) and tracepoint programs too, not only the kprobes
+    kinfo = KernelInfo.live()
+
+    def programs(only, events):
+        out = set()
+        for p in choose(kinfo, only=only).probes():
+            if p.kind == "tracepoint":
+                if events:  # latency mode (FORK_NO_EVENTS) compiles no tracepoint program
+                    out.add("tracepoint__" + p.target.replace(":", "__"))
+            else:
+                out.add(p.fn)
+        return out
+
+    want = ({f"{fn} [latency]" for fn in programs(["fork"], False)}
+            | {f"{fn} [full]" for fn in programs(["fork", "vma_dup"], True)})
+    prof = res["bpf_profile"]
+    assert set(prof) == want, prof
+    for label, st in prof.items():
+        assert st["source"] == "bpftool" and st["name"] == label.split(" ")[0][:15], (label, st)
+        assert st["run_cnt"] > 0 and st["avg_ns"] > 0, (label, st)

@@ -1,0 +1,149 @@
+"""Time to first event: seconds from `vmabpf watch -p PID` start to its banner, and where they go.
+
+    sudo python3 benchmarks/start_time.py [--rounds N] [--tree LABEL=DIR ...] [-j]
+
+For each tree (a checkout of vmatrace-bpf; default: this one, labelled "this"), starts
+`vmabpf watch -p PID` (PID: a sleeping process) from that tree, as root, and measures the
+wall time from the start of the process to the banner ("Tracing named-VMA events ...", on
+stderr), then ends it with SIGINT.  The trees are run in turn, round by round, so that
+two versions (e.g. --tree before=build/start-time-main --tree after=.) are measured side by
+side on the same kernel, in the same boot.  The first run of all is reported apart: it pays
+for bcc unpacking the kernel headers (/sys/kernel/kheaders.tar.xz) once per boot.
+
+Inside each run a small driver (below, DRIVER) wraps bcc before the command starts and
+prints, on stderr, the seconds spent importing bcc, inside bcc's BPF(text=...) (clang
+compiling the program, bcc's rewriter, the maps created and the tracepoint/fexit programs
+loaded: "compile" below) and inside attach_* (kprobe programs are loaded, so verified, there).
+The rest ("before") is the interpreter, imports, kernel facts (kallsyms, BTF) and the plan.
+The same driver works on any tree, old or new: nothing is needed from the code measured.
+
+Prints the kernel it ran on; run it in each test guest:
+    tests/vm/run --kernel 6.12 -- python3 benchmarks/start_time.py --tree before=build/start-time-main --tree after=.
+"""
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from statistics import median
+
+BANNER = "Tracing named-VMA events"
+MARK = "START_TIME "
+
+# Runs in the measured process: python3 -I -c DRIVER TREE watch -p PID
+DRIVER = r"""
+import sys, time
+tree = sys.argv.pop(1)
+sys.path.insert(0, tree)
+t = time.monotonic()
+from vmatrace_bpf import loader
+bcc = loader.import_bcc()
+def out(what, s):
+    sys.stderr.write("START_TIME %s %.6f\n" % (what, s))
+    sys.stderr.flush()
+out("import_bcc", time.monotonic() - t)
+def timed(name, fn):
+    def wrapper(*a, **k):
+        s = time.monotonic()
+        try:
+            return fn(*a, **k)
+        finally:
+            out(name, time.monotonic() - s)
+    return wrapper
+bcc.BPF.__init__ = timed("compile", bcc.BPF.__init__)
+for m in ("attach_kprobe", "attach_kretprobe", "attach_tracepoint", "attach_kretfunc", "attach_kfunc"):
+    if hasattr(bcc.BPF, m):
+        setattr(bcc.BPF, m, timed("attach", getattr(bcc.BPF, m)))
+from vmatrace_bpf.cli import run
+sys.argv[0] = "vmabpf"
+run()
+"""
+
+
+def one_run(tree: str, pid: int, timeout: float = 600) -> dict:
+    """{"total", "import_bcc", "compile", "attach", "before"} seconds for one `watch -p PID` from TREE."""
+    args = [sys.executable, "-I", "-c", DRIVER, os.path.abspath(tree), "watch", "-p", str(pid)]
+    t0 = time.monotonic()
+    p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    killer = threading.Timer(timeout, p.kill)
+    killer.start()
+    got = {"import_bcc": 0.0, "compile": 0.0, "attach": 0.0}
+    banner = None
+    err = []
+    try:
+        for line in p.stderr:
+            if line.startswith(MARK):
+                what, secs = line[len(MARK):].split()
+                got[what] = got.get(what, 0.0) + float(secs)
+            elif line.startswith(BANNER):
+                banner = time.monotonic()
+                break
+            else:
+                err.append(line)
+        if banner is None:
+            raise SystemExit(f"start_time: {tree}: no banner; vmabpf said: {''.join(err)[-2000:]}")
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=120)
+    finally:
+        killer.cancel()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    got["total"] = banner - t0
+    got["before"] = got["total"] - got["import_bcc"] - got["compile"] - got["attach"]
+    return got
+
+
+def summary(runs):
+    keys = ("total", "before", "import_bcc", "compile", "attach")
+    s = {k: median(r[k] for r in runs) for k in keys}
+    s["n"] = len(runs)
+    s["compile_share"] = s["compile"] / s["total"]
+    return s
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR")
+    ap.add_argument("-j", "--json", action="store_true")
+    a = ap.parse_args()
+    trees = [t.split("=", 1) if "=" in t else (t, t) for t in a.tree] or \
+        [("this", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
+    target = subprocess.Popen(["sleep", "100000"])
+    try:
+        first = {"tree": trees[0][0], **one_run(trees[0][1], target.pid)}
+        runs = {label: [] for label, _ in trees}
+        for _ in range(a.rounds):
+            for label, tree in trees:
+                runs[label].append(one_run(tree, target.pid))
+    finally:
+        target.kill()
+        target.wait()
+    res = {"kernel": platform.release(), "arch": platform.machine(), "rounds": a.rounds, "first_run": first,
+           "trees": {label: {"dir": tree, **summary(runs[label]), "runs": runs[label]} for label, tree in trees}}
+    if a.json:
+        print(json.dumps(res, indent=1))
+        return
+    print(f"vmabpf watch -p PID, start to banner, on {res['kernel']} ({res['arch']}); median of {a.rounds} "
+          f"runs per tree, trees interleaved; seconds")
+    print(f"first run of the boot ({first['tree']}, bcc unpacks kheaders): total {first['total']:.1f}, "
+          f"compile {first['compile']:.1f}")
+    print(f"{'tree':<12} {'total':>7} {'before':>7} {'bcc imp':>7} {'compile':>7} {'attach':>7} {'compile %':>9}")
+    base = None
+    for label, s in res["trees"].items():
+        base = base or s
+        print(f"{label:<12} {s['total']:7.2f} {s['before']:7.2f} {s['import_bcc']:7.2f} {s['compile']:7.2f} "
+              f"{s['attach']:7.2f} {100 * s['compile_share']:8.0f}%"
+              + ("" if s is base else f"   total {s['total'] / base['total']:.2f}x, compile "
+                 f"{s['compile'] / base['compile']:.2f}x of {next(iter(res['trees']))}"))
+
+
+if __name__ == "__main__":
+    main()
