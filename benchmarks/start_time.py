@@ -1,6 +1,6 @@
 """Time to first event: seconds from `vmabpf watch -p PID` start to its banner, and where they go.
 
-    sudo python3 benchmarks/start_time.py [--rounds N] [--tree LABEL=DIR ...] [-j]
+    sudo python3 benchmarks/start_time.py [--rounds N] [--tree LABEL=DIR ...] [--breakdown] [-j]
 
 For each tree (a checkout of vmatrace-bpf; default: this one, labelled "this"), starts
 `vmabpf watch -p PID` (PID: a sleeping process) from that tree, as root, and measures the
@@ -100,6 +100,33 @@ def one_run(tree: str, pid: int, timeout: float = 600) -> dict:
     return got
 
 
+def breakdown() -> dict:
+    """Seconds inside bcc's BPF(text=...) for the program `watch` loads here and for stand-ins: the same
+    cflags, a trivial program with vmatrace.bpf.c's kernel headers, with <linux/mm_types.h> alone and with
+    <uapi/linux/ptrace.h> alone (what bcc costs before any kernel header).  In this process, one after the other."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from vmatrace_bpf import loader
+    from vmatrace_bpf.kernel import KernelInfo
+    from vmatrace_bpf.plan import choose
+    bcc = loader.import_bcc()
+    kinfo = KernelInfo.live()
+    cflags = loader.cflags(loader.build_defines(choose(kinfo), kinfo, [os.getpid()], filter_pids=True))
+    trivial = "int f(struct pt_regs *ctx) { return 0; }\n"
+    variants = {
+        "vmatrace.bpf.c (watch's plan)": loader.program_source(),
+        "trivial + ptrace.h, sched.h, mm_types.h": "#include <uapi/linux/ptrace.h>\n#include <linux/sched.h>\n"
+                                                     "#include <linux/mm_types.h>\n" + trivial,
+        "trivial + ptrace.h, mm_types.h": "#include <uapi/linux/ptrace.h>\n#include <linux/mm_types.h>\n" + trivial,
+        "trivial + ptrace.h": "#include <uapi/linux/ptrace.h>\n" + trivial,
+    }
+    out = {}
+    for name, text in variants.items():
+        t = time.monotonic()
+        bcc.BPF(text=text, cflags=cflags).cleanup()
+        out[name] = time.monotonic() - t
+    return out
+
+
 def summary(runs):
     keys = ("total", "before", "import_bcc", "compile", "attach")
     s = {k: median(r[k] for r in runs) for k in keys}
@@ -113,6 +140,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR")
     ap.add_argument("-j", "--json", action="store_true")
+    ap.add_argument("--breakdown", action="store_true", help="also time BPF(text=...) on stand-in programs")
     a = ap.parse_args()
     trees = [t.split("=", 1) if "=" in t else (t, t) for t in a.tree] or \
         [("this", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
@@ -128,6 +156,8 @@ def main():
         target.wait()
     res = {"kernel": platform.release(), "arch": platform.machine(), "rounds": a.rounds, "first_run": first,
            "trees": {label: {"dir": tree, **summary(runs[label]), "runs": runs[label]} for label, tree in trees}}
+    if a.breakdown:
+        res["breakdown"] = breakdown()
     if a.json:
         print(json.dumps(res, indent=1))
         return
@@ -143,6 +173,8 @@ def main():
               f"{s['attach']:7.2f} {100 * s['compile_share']:8.0f}%"
               + ("" if s is base else f"   total {s['total'] / base['total']:.2f}x, compile "
                  f"{s['compile'] / base['compile']:.2f}x of {next(iter(res['trees']))}"))
+    for name, secs in res.get("breakdown", {}).items():
+        print(f"BPF(text=...) of {name}: {secs:.1f} s")
 
 
 if __name__ == "__main__":

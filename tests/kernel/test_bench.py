@@ -50,5 +50,7 @@ def test_bench_fork_small_all_modes():
     prof = res["bpf_profile"]
     assert set(prof) == want, prof
     for label, st in prof.items():
-        assert st["source"] == "bpftool" and st["name"] == label.split(" ")[0][:15], (label, st)
+        # bpftool names a program by its BTF function name, not bcc's (fexit: "vm_area_dup"), so only the id
+        # ties the two together: found by id in bpftool's list, not taken from fdinfo
+        assert st["source"] == "bpftool" and st["id"] > 0, (label, st)
         assert st["run_cnt"] > 0 and st["avg_ns"] > 0, (label, st)
