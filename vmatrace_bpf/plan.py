@@ -5,7 +5,12 @@ in order of preference.  The plan for a kernel is, per capability, the first
 variant whose probe targets this kernel really has (kallsyms + ftrace's
 available_filter_functions, GCC clones such as ``.isra.0`` included) and whose
 private struct offsets BTF can give.  Nothing else in vmabpf branches on the
-kernel: the BPF programs see the chosen variant as ``-D`` macros.
+kernel: the BPF programs see the chosen variant as ``-D`` macros.  The other
+kernel decisions live here too: where each argument is read (per architecture,
+from the BTF prototype) and whether events go through the ring buffer.
+
+Longer than the other modules (~600 lines) on purpose: the table and the checks
+that keep it honest belong together, so a kernel difference is read in one place.
 """
 
 from __future__ import annotations
@@ -302,6 +307,7 @@ class Plan:
     release: str
     arch: str
     choices: Dict[str, Choice]
+    ringbuf: bool = False  # events through the BPF ring buffer (else the perf buffer): has_ringbuf()
 
     def defines(self) -> Dict[str, int]:
         out: Dict[str, int] = {}
@@ -566,4 +572,10 @@ def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES,
             choice.checked, choice.degraded = checked, degraded
             break
         choices[cap.name] = choice
-    return Plan(kinfo.release, kinfo.arch, choices)
+    return Plan(kinfo.release, kinfo.arch, choices, ringbuf=has_ringbuf(kinfo))
+
+
+def has_ringbuf(kinfo: KernelInfo) -> bool:
+    """BPF ring buffer (since Linux commit 457f44363a88 "bpf: Implement BPF ring buffer and verifier
+    support for it", v5.8): the helper's symbol is in kallsyms.  Older kernels get the perf buffer."""
+    return any(s in kinfo.symbols for s in ("bpf_ringbuf_output", "bpf_ringbuf_reserve", "bpf_ringbuf_output_proto"))

@@ -6,6 +6,10 @@ skipped with a warning naming it, a truncated last line (recording cut by power
 loss) is skipped with one warning; only a file that is not a recording at all is
 an error.  It raises nothing but VmabpfError subclasses.  Big files are read by
 several processes, merged in file order (``Aggregator.merge``).
+
+Longer than the other modules (~420 lines) because one reader's parts share the
+state of ``RecordFile``: strict validation, batched decoding (the speed of
+`report` is here), and reading one file in parts in parallel.
 """
 
 from __future__ import annotations
