@@ -511,7 +511,7 @@ def test_parallel_read_equals_one_pass(tmp_path, monkeypatch):
         lines.insert(i, b'{"type":"merge","pid":1}\n')
     lines[-1] = lines[-1][:-9]  # truncated footer
     p.write_bytes(b"".join(lines))
-    monkeypatch.setattr(report_cmd, "PART_MIN_BYTES", 64 << 10)
+    monkeypatch.setattr(reader, "PART_MIN_BYTES", 64 << 10)
     w1, w3 = [], []
     one = build_report([str(p)], warn=w1.append, jobs=1)
     three = build_report([str(p)], warn=w3.append, jobs=3)
