@@ -17,23 +17,26 @@ named ``[rollup]`` covering the whole address space.
 
 Everything here works on text, so a live process, a saved file and a device over
 adb go through the same code.  Errors a user can act on raise VmabpfError.
+
+Longer than 350 lines because the reading, the parser, the per-name table and the
+fragment runs share the Vma type and its invariants; the classes and allocator
+families are in categories.py, snapshots in snapshot.py, across-process views in
+mapsall.py.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .categories import category_of_vma_list
 from .errors import VmabpfError
 
 #: The columns of the per-name table, as smaps names them (all kB).
 SMAPS_COLUMNS = ("Rss", "Pss", "Private_Dirty", "Swap", "SwapPss")
-
-#: Names the kernel gives VMAs that have no file and no user-given name.
-SPECIAL_NAMES = ("[heap]", "[stack]", "[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[vectors]",
-                 "[sigpage]", "[uprobes]", "[kuserhelpers]")
 
 #: How the per-name table calls a VMA without any name (AOSP showmap: "[anon]").
 UNNAMED = "[anon]"
@@ -76,11 +79,6 @@ class Vma:
         return self.perms[3] == "p"
 
     @property
-    def is_anonymous(self) -> bool:
-        """No file behind it: inode 0 and no path.  [heap] and [stack] count."""
-        return self.inode == 0 and not self.name.startswith("/")
-
-    @property
     def is_anon_named_or_unnamed(self) -> bool:
         """An anonymous private VMA that a user name could be set on:
         unnamed, or ``[anon:NAME]`` (not [heap], [stack], [vdso], shmem)."""
@@ -103,6 +101,53 @@ class ProcMaps:
     @property
     def has_fields(self) -> bool:
         return self.kind in ("smaps", "rollup")
+
+
+# -- reading -----------------------------------------------------------------------
+MAX_SMAPS_BYTES = 4 << 30  # a saved smaps of 1M VMAs is ~1 GiB
+
+
+def decode(data: bytes) -> str:
+    # Paths are bytes; keep what is not UTF-8 (shown escaped later).
+    return data.decode("utf-8", "surrogateescape")
+
+
+def read_file(path: str) -> str:
+    """The text of a saved maps/smaps file; VmabpfError if it cannot be read."""
+    from .inputs import read_regular
+    try:
+        data = read_regular(path, "a maps/smaps file", MAX_SMAPS_BYTES)
+    except OSError as e:
+        raise VmabpfError(f"{path}: cannot read: {e.strerror or e}") from None
+    return decode(data)
+
+
+def read_pid(pid: int, proc: str = "/proc") -> Tuple[str, str]:
+    """(text, path) of /proc/PID/smaps (or maps where smaps does not exist)."""
+    if pid <= 0:
+        raise VmabpfError(f"invalid PID {pid}")
+    if not os.path.isdir(os.path.join(proc, str(pid))):
+        raise VmabpfError(f"no process with PID {pid}")
+    last_error = None
+    for name in ("smaps", "maps"):
+        path = os.path.join(proc, str(pid), name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError as e:
+            last_error = e
+            if not os.path.isdir(os.path.join(proc, str(pid))):
+                raise VmabpfError(f"no process with PID {pid} (it exited)")
+            continue
+        except PermissionError:
+            raise VmabpfError(f"cannot read {path}: permission denied (PID {pid} belongs to another user); "
+                              "run as root (sudo vmabpf maps ...)")
+        except ProcessLookupError:
+            raise VmabpfError(f"no process with PID {pid} (it exited)")
+        if not data:
+            raise VmabpfError(f"PID {pid} has no memory map (a kernel thread, or it is exiting)")
+        return decode(data), path
+    raise VmabpfError(f"cannot read {proc}/{pid}/smaps or maps: {last_error}")
 
 
 # -- parsing ----------------------------------------------------------------------
@@ -245,8 +290,15 @@ SORT_KEYS = {
 
 
 def group(pm: ProcMaps, by: str = "name", sort: str = "pss") -> Tuple[List[Row], Row]:
-    """Rows per name (or per class with BY="category") sorted by SORT, and the total row."""
-    key = (lambda v: v.display_name) if by == "name" else category_of_vma_list(pm.vmas)
+    """Rows per name (per class with BY="category", per allocator family with BY="family")
+    sorted by SORT, and the total row."""
+    if by == "family":
+        from .categories import family
+
+        def key(v: Vma) -> str:
+            return family(v.name)
+    else:
+        key = (lambda v: v.display_name) if by == "name" else category_of_vma_list(pm.vmas)
     rows: "OrderedDict[str, Row]" = OrderedDict()
     total = Row("TOTAL")
     for v in pm.vmas:
@@ -259,104 +311,6 @@ def group(pm: ProcMaps, by: str = "name", sort: str = "pss") -> Tuple[List[Row],
     if sort not in SORT_KEYS:
         raise VmabpfError(f"unknown sort key {sort!r} (one of {', '.join(SORT_KEYS)})")
     return sorted(rows.values(), key=SORT_KEYS[sort]), total
-
-
-# -- classes (dumpsys meminfo and friends) -----------------------------------------
-#: Dalvik heap spaces (frameworks/base android_os_Debug.cpp, libmeminfo androidprocheaps.cpp).
-_DALVIK_HEAP_PREFIXES = ("[anon:dalvik-main space", "[anon:dalvik-alloc space", "[anon:dalvik-large object space",
-                         "[anon:dalvik-free list large object space", "[anon:dalvik-non moving space",
-                         "[anon:dalvik-zygote space")
-_VERSIONED_SO = re.compile(r"\.so(\.[0-9]+)+\Z")
-_KERNEL_NAMES = frozenset(("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[vectors]", "[sigpage]",
-                           "[uprobes]", "[kuserhelpers]"))
-
-
-def category(name: str) -> str:
-    """The class of a VMA named NAME (as printed; "" for none).
-
-    Android names follow `dumpsys meminfo` (libmeminfo's androidprocheaps.cpp):
-    Native Heap = [heap], [anon:libc_malloc], [anon:scudo:*], [anon:GWP-ASan*];
-    Stack = [stack], [anon:stack_and_tls:*]; Dalvik Heap = the main, large
-    object, non moving and zygote spaces; Dalvik Other = other [anon:dalvik-*];
-    file mappings by suffix.  Bionic's [anon:.bss] is its own class (dumpsys
-    counts it with .so mmap).  glibc's decorate_maps names (2.40+): "glibc:
-    malloc arena", "glibc: malloc", "glibc: loader malloc" are Native Heap,
-    "glibc: pthread stack: TID", "glibc: pthread user stack: TID", "glibc:
-    unused stack" are Stack; Go 1.25's "Go: heap" is Go Heap, other "Go: ..."
-    names Go Runtime.
-    """
-    if name.endswith(" (deleted)"):
-        name = name[: -len(" (deleted)")]
-    if not name:
-        return "Unnamed anon"
-    if name.startswith("[anon:"):
-        return _anon_category(name)
-    if name.startswith("[anon_shmem:"):
-        return "Shared anon"
-    if name == "[heap]":
-        return "Native Heap"
-    if name.startswith("[stack"):           # [stack], and [stack:TID] of 3.x kernels
-        return "Stack"
-    if name in _KERNEL_NAMES:
-        return "Kernel"
-    if name.startswith("/dev/ashmem/dalvik-"):
-        return "Dalvik Other"
-    if name.startswith("/dev/ashmem"):
-        return "Ashmem"
-    if name.startswith("/memfd:jit-"):
-        return "Dalvik Other"
-    if name.startswith("/dev/"):
-        return "Other dev"
-    for suffix, cls in ((".so", ".so mmap"), (".jar", ".jar mmap"), (".apk", ".apk mmap"), (".ttf", ".ttf mmap"),
-                        (".odex", ".dex mmap"), (".vdex", ".dex mmap"), (".oat", ".oat mmap"), (".art", ".art mmap"),
-                        (".art]", ".art mmap")):
-        if name.endswith(suffix):
-            return cls
-    if _VERSIONED_SO.search(name):        # glibc systems: libc.so.6, libz.so.1.3.1
-        return ".so mmap"
-    if ".dex" in name:
-        return ".dex mmap"
-    if name.startswith("["):
-        return "Other anon"
-    return "Other mmap"
-
-
-def _anon_category(name: str) -> str:
-    """Class of an ``[anon:...]`` name (see category())."""
-    inner = name[len("[anon:"):]
-    if inner.endswith("]"):
-        inner = inner[:-1]
-    if inner.startswith("libc_malloc") or inner.startswith("scudo:") or inner.startswith("GWP-ASan"):
-        return "Native Heap"
-    if inner.startswith("stack_and_tls:"):
-        return "Stack"
-    if inner.startswith("dalvik-"):
-        return "Dalvik Heap" if name.startswith(_DALVIK_HEAP_PREFIXES) else "Dalvik Other"
-    if inner == ".bss":
-        return ".bss"
-    stripped = inner.lstrip(" ")
-    if stripped.startswith("glibc: "):
-        what = stripped[len("glibc: "):]
-        if what in ("malloc arena", "malloc", "loader malloc"):
-            return "Native Heap"
-        if what.startswith(("pthread stack", "pthread user stack", "unused stack")):
-            return "Stack"
-        return "Other anon"
-    if stripped.startswith("Go: "):
-        return "Go Heap" if stripped[len("Go: "):].startswith("heap") else "Go Runtime"
-    return "Other anon"
-
-
-def category_of_vma_list(vmas: Sequence[Vma]):
-    """A key function for group(): the class of each VMA by its name."""
-    cache: Dict[str, str] = {}
-
-    def key(v: Vma) -> str:
-        c = cache.get(v.name)
-        if c is None:
-            c = cache[v.name] = category(v.name)
-        return c
-    return key
 
 
 # -- fragments ---------------------------------------------------------------------
