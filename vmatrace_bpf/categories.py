@@ -57,10 +57,9 @@ def _family(name: str) -> str:
         return "unnamed anon"
     if name.startswith("[anon:") and name.endswith("]"):
         inner = name[len("[anon:"):-1]
-        stripped = inner.lstrip(" ")
-        if stripped.startswith("glibc: "):
+        if inner.startswith(" glibc: "):        # glibc and Go give their names a leading space
             return "glibc"
-        if stripped.startswith("Go: "):
+        if inner.startswith(" Go: "):
             return "Go runtime"
         if inner.startswith("mimalloc"):
             return "mimalloc"
