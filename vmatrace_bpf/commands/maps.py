@@ -14,7 +14,7 @@ import click
 from ..errors import VmabpfError, one_line_errors
 from ..escape import escape
 from ..options import PID, replace_option
-from ..procmaps import SORT_KEYS, parse, read_file, read_pid
+from ..procmaps import SORT_KEYS, parse, parse_file, read_pid
 
 USAGE = ("usage: vmabpf maps PID | --file PATH | --adb [-s SERIAL] PID | --all [--adb] | --diff OLD NEW")
 ALL_SORT = ("pss", "rss", "private", "swap", "vmas", "procs", "name")
@@ -109,8 +109,7 @@ def maps(pid, path, use_adb, serial, all_procs, pattern, save_path, replace, dif
             prev = cur
         return
     if path is not None:
-        text, source = read_file(path), path
-        snap = None
+        pm = parse_file(path)
     else:
         snap = _collect(pid, use_adb, serial, all_procs)
         if save_path:
@@ -125,8 +124,8 @@ def maps(pid, path, use_adb, serial, all_procs, pattern, save_path, replace, dif
             if save_path:
                 click.echo(f"saved {len(snap.processes)} processes to {escape(save_path)}", err=True)
             return
-        text, source = snap.processes[0].smaps, snap.source
-    pm = parse(text, source)
+        pm = parse(snap.processes[0].smaps, snap.source)
+    source = pm.source
     if as_json:
         click.echo(json.dumps(mapsview.to_json(pm, by, sort, with_fragments), indent=1, allow_nan=False))
     else:
