@@ -29,7 +29,7 @@ The rules (prefixes as each allocator names its mappings):
 from __future__ import annotations
 
 import re
-from typing import Dict, Sequence
+from typing import Dict
 
 FAMILIES = ("glibc", "Go runtime", "mimalloc", "scudo", "GWP-ASan", "bionic", "ART",
             "other named", "unnamed anon", "kernel", "file")
@@ -165,15 +165,3 @@ def _anon_category(name: str) -> str:
     if stripped.startswith("Go: "):
         return "Go Heap" if stripped[len("Go: "):].startswith("heap") else "Go Runtime"
     return "Other anon"
-
-
-def category_of_vma_list(vmas: Sequence):
-    """A key function for group(): the class of each VMA by its name."""
-    cache: Dict[str, str] = {}
-
-    def key(v) -> str:
-        c = cache.get(v.name)
-        if c is None:
-            c = cache[v.name] = category(v.name)
-        return c
-    return key

@@ -18,8 +18,9 @@ named ``[rollup]`` covering the whole address space.
 Everything here works on text, so a live process, a saved file and a device over
 adb go through the same code.  Errors a user can act on raise VmabpfError.
 
-Longer than 350 lines because the reading, the parser, the per-name table and the
-fragment runs share the Vma type and its invariants; the classes and allocator
+Longer than 350 lines because the reading, the parser (a streaming fast path and the
+line-by-line reference it is tested against), the per-name table and the fragment runs
+share the compact Vma type and its invariants; the classes and allocator
 families are in categories.py, snapshots in snapshot.py, across-process views in
 mapsall.py.
 """
@@ -277,6 +278,7 @@ class _Parser:
         self.want_fast = fast
         self.names: Dict[str, str] = {}
         self.seen_text = False
+        self.pending = ""
 
     # the checks every VMA passes, fast or slow
     def _add(self, start, end, perms, pgoff, dev, inode, name, lineno, line_text) -> Vma:
@@ -298,8 +300,12 @@ class _Parser:
     def feed(self, text: str) -> None:
         if "\0" in text:
             raise VmabpfError(f"{self.source or 'input'}: binary data, not a /proc/PID/maps or smaps text")
-        if not self.seen_text and text.strip():
+        if not self.seen_text:
+            if not text.strip():                    # only blanks so far: empty, unless more follows
+                self.pending += text
+                return
             self.seen_text = True
+            text, self.pending = self.pending + text, ""
         pos, n = 0, len(text)
         fast = self.fast_re
         if fast is not None and self._bulk(text):

@@ -86,3 +86,15 @@ def test_the_fast_path_is_taken_on_a_real_capture(monkeypatch):
     data = raw("glibc-k7.2.smaps")
     pm = parse_stream(chunked(data, [4096]), "x")
     assert True in taken and len(pm.vmas) > 10
+
+
+@pytest.mark.parametrize("data,msg", [(b"  \n\n", "empty (no VMAs)"), (b"", "empty (no VMAs)"),
+                                      (b"\n00400000-00401000 r--p 00000000 00:00 0\n", "line 1: empty line")])
+def test_blank_files_stream_like_the_reference(tmp_path, data, msg):
+    from vmatrace_bpf.procmaps import parse_file
+    f = tmp_path / "f"
+    f.write_bytes(data)
+    with pytest.raises(VmabpfError, match=msg):
+        parse_file(str(f))
+    with pytest.raises(VmabpfError, match=msg):
+        parse(data.decode(), str(f), fast=False)
