@@ -200,3 +200,15 @@ def test_save_one_process(tmp_path):
 def test_usage(args, msg):
     p = run(*args)
     assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_snapshot_keeps_non_utf8_bytes(tmp_path):
+    raw = b"00400000-00401000 r--p 00000000 00:00 0    /tmp/\xff\xfename\n"
+    s = snapshot.Snapshot("host:/proc", 1.5, "6.12", True, [snapshot.Proc(7, "c\xffomm", raw.decode("utf-8", "surrogateescape"))])
+    f = str(tmp_path / "s.json")
+    snapshot.save(s, f)
+    back = snapshot.load(f)
+    assert back.processes[0].smaps.encode("utf-8", "surrogateescape") == raw
+    json.loads(text(f))                           # strict JSON
+    with pytest.raises(Exception, match="not overwritten"):
+        snapshot.save(s, f)
