@@ -741,9 +741,9 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 		e->vmas_copied = f->vmas_copied;
 		e->named_copied = f->named_copied;
 #ifdef FORK_DUP_MMAP
-		e->probe = 1;
+		e->probe = VT_PROBE_DUP_MMAP;
 #else
-		e->probe = 2;
+		e->probe = VT_PROBE_DUP_MMAP_WINDOW;
 #endif
 		submit(args, e, sizeof(*e));
 	}

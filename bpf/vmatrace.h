@@ -45,6 +45,10 @@ typedef int64_t s64;
 #define VT_SRC_NEW_RANGE 2      /* vma_merge_new_range(): mmap, brk, stack */
 #define VT_SRC_EXISTING 3       /* vma_merge_existing_range()/vma_modify(): mprotect, madvise, prctl names, mlock... */
 
+/* which probe timed a fork (struct vt_fork.probe) */
+#define VT_PROBE_DUP_MMAP 1             /* dup_mmap() entry to return */
+#define VT_PROBE_DUP_MMAP_WINDOW 2      /* uprobe_start_dup_mmap() to uprobe_end_dup_mmap() (dup_mmap inlined) */
+
 /* Why a neighbour could not take the range: the checks of the kernel's
  * is_mergeable_vma()/can_vma_merge_*(), each a bit, all computed. */
 #define VT_CAUSE_NO_VMA 0x1     /* no neighbour VMA on this side */
@@ -119,7 +123,7 @@ struct vt_fork {
 	u32 map_count;          /* parent's VMAs */
 	u32 vmas_copied;        /* vm_area_dup() calls in this fork */
 	u32 named_copied;       /* of those, VMAs with a name: kref increments */
-	u32 probe;              /* 1 = dup_mmap, 2 = uprobe_*_dup_mmap window */
+	u32 probe;              /* VT_PROBE_* */
 	u32 pad;
 };
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+from .events import SCHEMA
 from .render import event_detail
 
 _U64 = 1 << 64
@@ -17,8 +18,7 @@ def _plain(v) -> bool:
     return t is list and all(type(x) is int or type(x) is str for x in v)
 
 
-CHROME_LABEL = {"name_set": "name", "merge": "merge", "split": "split", "name_alloc": "name alloc",
-                "name_free": "name free", "exit": "exit"}
+CHROME_LABEL = {name: t.chrome for name, t in SCHEMA.items()}
 
 
 def chrome_trace(events: List[dict], meta: Optional[dict] = None) -> dict:
@@ -59,7 +59,7 @@ def chrome_trace(events: List[dict], meta: Optional[dict] = None) -> dict:
                                    "dur": lat / 1000.0, "pid": pid, "tid": tid, "args": args}))
         else:
             label = CHROME_LABEL.get(t, t)
-            if t in ("name_set", "split", "name_alloc", "name_free") and isinstance(ev.get("name"), str):
+            if t in SCHEMA and SCHEMA[t].named and isinstance(ev.get("name"), str):
                 label += f" '{ev['name'][:40]}'"
             if t == "merge":
                 label += f" {ev['outcome']}"

@@ -1,22 +1,29 @@
-"""Event records: decoded from the BPF programs' raw bytes, and to/from JSON.
+"""The event schema, and decoding of the BPF programs' raw records.
 
-The layout is read from ``bpf/vmatrace.h`` (the one definition shared with the
-C side) and turned into ctypes structures here; ``tests/unit/test_layout.py``
-compiles the header with a C compiler and checks every offset against these.
-An event is a plain dict: ``{"type": "merge", "ts": ns, "pid": tgid, "tid":
-..., "comm": ..., ...}`` with the struct's fields, names as str, errors as
-negative errno plus their symbolic name.
+The record layout is read from ``bpf/vmatrace.h`` (the one definition shared
+with the C side) and turned into ctypes structures here;
+``tests/unit/test_layout.py`` compiles the header with a C compiler and checks
+every offset against these.  An event is a plain dict: ``{"type": "merge",
+"ts": ns, "pid": tgid, "tid": ..., "comm": ..., ...}`` with the struct's
+fields, names as str, errors as negative errno plus their symbolic name.
+
+``SCHEMA`` says, per event type, everything the rest of the program needs:
+the C record and its ``VT_EV_`` code, the enums (numbers read from the
+``VT_`` constants), the header flags it carries, its labels in text and in a
+chrome trace, and the fields (with their JSON types) that the aggregation and
+the exports use — the reader validates recordings by exactly these.  Adding
+an event type = the C struct in vmatrace.h + one ``EventType`` here (+ tests).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import re
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 Event = Dict[str, Any]
 
@@ -81,24 +88,113 @@ def layout() -> Layout:
         return Layout(f.read())
 
 
-# event type number -> (json type name, struct name)
-def _types() -> Dict[int, Tuple[str, str]]:
-    c = layout().constants
-    return {c["VT_EV_NAME_SET"]: ("name_set", "vt_name_set"), c["VT_EV_MERGE"]: ("merge", "vt_merge"),
-            c["VT_EV_SPLIT"]: ("split", "vt_split"), c["VT_EV_FORK"]: ("fork", "vt_fork"),
-            c["VT_EV_NAME_ALLOC"]: ("name_alloc", "vt_name_obj"), c["VT_EV_NAME_FREE"]: ("name_free", "vt_name_obj")}
+# -- the schema ------------------------------------------------------------------------------------------------
+
+# JSON field kinds, as checked by the reader (``validator``): each is an expression on g = ev.get
+_KINDS = {
+    "int": 'type(g("{f}")) is int',
+    "int?": 'type(g("{f}", 0)) is int',                      # may be absent
+    "u64": '(type(_x := g("{f}")) is int and 0 <= _x < 18446744073709551616)',
+    "u64?": '(type(_x := g("{f}", 0)) is int and 0 <= _x < 18446744073709551616)',
+    "str": 'type(g("{f}")) is str',
+    "str?": 'type(g("{f}", "")) is str',
+    "str|null": '((_x := g("{f}")) is None or type(_x) is str)',
+    "words": '(type(_x := g("{f}")) is list and _words(_x))',  # e.g. merge causes
+}
 
 
-EVENT_TYPES = ("name_set", "merge", "split", "fork", "name_alloc", "name_free", "lost", "exit")
+def _words(v: list) -> bool:
+    for w in v:
+        if type(w) is not str:
+            return False
+    return True
 
-MERGE_OUTCOMES = {0: "none", 1: "prev", 2: "next", 3: "both", 4: "error"}
-MERGE_SOURCES = {1: "vma_merge", 2: "new_range", 3: "existing_range"}
-# VT_CAUSE_* bit -> word used in JSON and tables
+
+@dataclass(frozen=True)
+class EventType:
+    name: str                   # "type" in JSON
+    label: str                  # EVENT column of watch's lines
+    chrome: str                 # slice name in a chrome trace
+    fields: Tuple[Tuple[str, str], ...]  # (field, kind): what aggregation and exports read, validated on input
+    code: Optional[str] = None  # VT_EV_* of the kernel's record; None: made by vmabpf itself (lost, exit)
+    struct: Optional[str] = None  # its C struct in vmatrace.h
+    flags: Tuple[Tuple[str, str], ...] = ()  # (JSON bool field, VT_F_* header flag)
+    enums: Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], ...] = ()  # (field, ((VT_ constant, word), ...))
+    named: bool = False         # has a "name": the chrome label shows it
+
+
+_PC = (("pid", "int"), ("comm", "str?"))  # every event of a process: the aggregation keys on them
+_NAME_FLAGS = (("name_truncated", "VT_F_NAME_TRUNCATED"),)
+
+SCHEMA: Dict[str, EventType] = {t.name: t for t in (
+    EventType("name_set", "NAME", "name", _PC + (("ret", "int"), ("name", "str"), ("err", "str|null")),
+              "VT_EV_NAME_SET", "vt_name_set", _NAME_FLAGS + (("name_null", "VT_F_NAME_NULL"),), named=True),
+    EventType("merge", "MERGE", "merge",
+              _PC + (("outcome", "str"), ("source", "str"), ("name", "str"), ("prev_cause", "words"),
+                     ("next_cause", "words"), ("prev_name", "str?"), ("next_name", "str?")),
+              "VT_EV_MERGE", "vt_merge",
+              enums=(("source", (("VT_SRC_VMA_MERGE", "vma_merge"), ("VT_SRC_NEW_RANGE", "new_range"),
+                                 ("VT_SRC_EXISTING", "existing_range"))),
+                     ("outcome", (("VT_MERGE_NONE", "none"), ("VT_MERGE_PREV", "prev"), ("VT_MERGE_NEXT", "next"),
+                                  ("VT_MERGE_BOTH", "both"), ("VT_MERGE_ERROR", "error"))))),
+    EventType("split", "SPLIT", "split", _PC + (("ret", "int"), ("name", "str"), ("refcount", "int")),
+              "VT_EV_SPLIT", "vt_split", _NAME_FLAGS, named=True),
+    EventType("fork", "FORK", "fork",
+              _PC + (("child_pid", "int"), ("latency_ns", "u64"), ("map_count", "int"), ("vmas_copied", "int"),
+                     ("named_copied", "int")),
+              "VT_EV_FORK", "vt_fork",
+              enums=(("probe", (("VT_PROBE_DUP_MMAP", "dup_mmap"),
+                                ("VT_PROBE_DUP_MMAP_WINDOW", "uprobe_dup_mmap_window"))),)),
+    EventType("name_alloc", "ALLOC", "name alloc", _PC + (("ptr", "int"), ("name", "str"), ("refcount", "int?")),
+              "VT_EV_NAME_ALLOC", "vt_name_obj", _NAME_FLAGS, named=True),
+    EventType("name_free", "FREE", "name free", _PC + (("ptr", "int"), ("name", "str"), ("refcount", "int?")),
+              "VT_EV_NAME_FREE", "vt_name_obj", _NAME_FLAGS, named=True),
+    EventType("exit", "EXIT", "exit", _PC),                        # the watched process exited (session.trace_loop)
+    EventType("lost", "LOST", "lost", (("count", "u64"), ("ts", "u64?"))),  # the buffer overflowed: COUNT events
+)}
+
+
+def _compile_validator(t: EventType) -> Callable[[dict], bool]:
+    # one generated expression per type: as fast as a hand-written chain of checks (the reader calls it for
+    # every line of a recording), and it cannot drift from the schema
+    expr = " and ".join(_KINDS[kind].format(f=f) for f, kind in t.fields) or "True"
+    ns = {"_words": _words}
+    exec(f"def valid(ev):\n    g = ev.get\n    return {expr}\n", ns)  # noqa: S102  (text built from SCHEMA only)
+    return ns["valid"]
+
+
+VALIDATORS: Dict[str, Callable[[dict], bool]] = {name: _compile_validator(t) for name, t in SCHEMA.items()}
+
+
+def valid_event(ev: dict) -> bool:
+    """Is EV (a dict with a known event type) safe to aggregate and export?"""
+    t = ev.get("type")
+    v = VALIDATORS.get(t) if type(t) is str else None
+    return v is not None and v(ev)
+
+
+@lru_cache(maxsize=1)
+def _decoders() -> Dict[int, tuple]:
+    """VT_EV_* number -> (EventType, ctypes struct, [(field, is char array)], [(flag field, bit)],
+    {field: {number: word}})."""
+    lay = layout()
+    c = lay.constants
+    out = {}
+    for t in SCHEMA.values():
+        if t.code is None:
+            continue
+        fields = [(f, typ == "char") for f, typ, _ in lay.fields[t.struct] if f not in ("h", "pad")]
+        flags = [(f, c[macro]) for f, macro in t.flags]
+        enums = {f: {c[macro]: word for macro, word in words} for f, words in t.enums}
+        out[c[t.code]] = (t, lay.structs[t.struct], fields, flags, enums)
+    return out
+
+
 CAUSE_WORDS = (("VT_CAUSE_NO_VMA", "no_vma"), ("VT_CAUSE_NOT_ADJACENT", "not_adjacent"),
                ("VT_CAUSE_FLAGS", "flags"), ("VT_CAUSE_FILE", "file"), ("VT_CAUSE_ANON_VMA", "anon_vma"),
                ("VT_CAUSE_PGOFF", "pgoff"), ("VT_CAUSE_UFFD", "uffd"), ("VT_CAUSE_NAME", "name"),
                ("VT_CAUSE_SPECIAL", "special"), ("VT_CAUSE_UNSEEN", "unseen"),
-               ("VT_CAUSE_INSIDE", "inside"))
+               ("VT_CAUSE_INSIDE", "inside"))  # VT_CAUSE_* bit -> the word in JSON and tables
 
 
 def cause_words(bits: int) -> List[str]:
@@ -117,59 +213,29 @@ def errno_name(ret: int) -> Optional[str]:
 
 
 def decode(raw: bytes) -> Optional[Event]:
-    """One raw record from the ring/perf buffer -> event dict (None if unknown type)."""
-    lay = layout()
-    hdr_t = lay.structs["vt_hdr"]
+    """One raw record from the ring/perf buffer -> event dict (None if unknown type or short)."""
+    hdr_t = layout().structs["vt_hdr"]
     if len(raw) < ctypes.sizeof(hdr_t):
         return None
     hdr = hdr_t.from_buffer_copy(raw[:ctypes.sizeof(hdr_t)])
-    kind = _types().get(hdr.type)
-    if kind is None:
+    known = _decoders().get(hdr.type)
+    if known is None:
         return None
-    tname, sname = kind
-    st = lay.structs[sname]
+    t, st, fields, flags, enums = known
     if len(raw) < ctypes.sizeof(st):
         return None
     rec = st.from_buffer_copy(raw[:ctypes.sizeof(st)])
-    ev: Event = {"type": tname, "ts": hdr.ts, "pid": hdr.pid, "tid": hdr.tid, "comm": decode_name(hdr.comm)}
-    c = lay.constants
-    for fname, typ, n in lay.fields[sname]:
-        if fname in ("h", "pad"):
-            continue
+    ev: Event = {"type": t.name, "ts": hdr.ts, "pid": hdr.pid, "tid": hdr.tid, "comm": decode_name(hdr.comm)}
+    for fname, is_text in fields:
         val = getattr(rec, fname)
-        if typ == "char":
-            val = decode_name(bytes(val))
-        ev[fname] = val
-    flags = hdr.flags
-    if tname in ("name_set", "split", "name_alloc", "name_free"):
-        ev["name_truncated"] = bool(flags & c["VT_F_NAME_TRUNCATED"])
-    if tname == "name_set":
-        ev["name_null"] = bool(flags & c["VT_F_NAME_NULL"])
+        ev[fname] = decode_name(bytes(val)) if is_text else val
+    for fname, bit in flags:
+        ev[fname] = bool(hdr.flags & bit)
     if "ret" in ev:
         ev["err"] = errno_name(ev["ret"])
-    if tname == "merge":
-        ev["source"] = MERGE_SOURCES.get(ev["source"], str(ev["source"]))
-        ev["outcome"] = MERGE_OUTCOMES.get(ev["outcome"], str(ev["outcome"]))
+    for fname, words in enums.items():
+        ev[fname] = words.get(ev[fname], str(ev[fname]))
+    if t.name == "merge":
         ev["prev_cause"] = cause_words(ev["prev_cause"])
         ev["next_cause"] = cause_words(ev["next_cause"])
-    if tname == "fork":
-        ev["probe"] = {1: "dup_mmap", 2: "uprobe_dup_mmap_window"}.get(ev["probe"], str(ev["probe"]))
-    return ev
-
-
-def to_json(ev: Event) -> str:
-    return json.dumps(ev, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-class RecordError(ValueError):
-    """A line that is not a vmabpf event."""
-
-
-def from_json(line: str) -> Event:
-    try:
-        ev = json.loads(line)
-    except ValueError as e:
-        raise RecordError(f"not JSON: {e}") from None
-    if not isinstance(ev, dict) or not isinstance(ev.get("type"), str):
-        raise RecordError("not a vmabpf record (no \"type\" field)")
     return ev

@@ -14,7 +14,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Dict, Iterable, List, Optional, Set
+from typing import Dict, List, Optional, Set
 
 from .btf import BTF, BTFError
 
@@ -225,27 +225,6 @@ class KernelInfo:
         if prefix and self.traceable(prefix + call):
             return prefix + call
         return None
-
-
-def iter_fixture_kernels(vm_dir: str) -> Iterable[KernelInfo]:
-    """KernelInfo for every kernel whose kallsyms was saved under VM_DIR/<arch>/."""
-    for arch in ("x86_64", "arm64"):
-        d = os.path.join(vm_dir, arch)
-        if not os.path.isdir(d):
-            continue
-        for fn in sorted(os.listdir(d)):
-            m = re.match(r"kallsyms-(.+)\.txt$", fn)
-            if not m:
-                continue
-            rel = m.group(1)
-
-            def p(name: str) -> Optional[str]:
-                path = os.path.join(d, name)
-                return path if os.path.exists(path) else None
-
-            yield KernelInfo.from_files(rel, arch, kallsyms=p(fn),
-                                        filter_functions=p(f"available_filter_functions-{rel}.txt"),
-                                        btf=p(f"btf-{rel}"), config=p(f"config-{rel}"))
 
 
 _KALLSYMS_LINE = re.compile(rb"^[0-9a-fA-F]{1,16} [a-zA-Z?] \S+")

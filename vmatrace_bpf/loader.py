@@ -100,16 +100,11 @@ def build_defines(plan: Plan, kinfo: KernelInfo, pids: Iterable[int] = (), tid: 
     if children:
         d["FOLLOW_CHILDREN"] = 1
     if ringbuf is None:
-        ringbuf = has_ringbuf(kinfo)
+        ringbuf = plan.ringbuf
     if ringbuf:
         d["USE_RINGBUF"] = 1
         d["RINGBUF_PAGES"] = ringbuf_pages
     return d
-
-
-def has_ringbuf(kinfo: KernelInfo) -> bool:
-    """BPF ring buffer (5.8+): the helper's symbol is in kallsyms."""
-    return any(s in kinfo.symbols for s in ("bpf_ringbuf_output", "bpf_ringbuf_reserve", "bpf_ringbuf_output_proto"))
 
 
 def cflags(defines: Dict[str, int]) -> List[str]:

@@ -32,3 +32,28 @@ class Seconds(click.ParamType):
 
 
 SECONDS = Seconds()
+
+
+# -- option blocks the tracing commands share (one wording, one type, one default) ---------------------------
+
+def _both(*decorators):
+    def apply(fn):
+        for d in reversed(decorators):
+            fn = d(fn)
+        return fn
+    return apply
+
+
+children_option = click.option("--children", is_flag=True, help="follow processes it forks")
+duration_option = click.option("--duration", type=SECONDS, help="stop after this many seconds")
+ebpf_option = click.option("--ebpf", is_flag=True, help="print the BPF program and exit")
+force_option = click.option("--force", multiple=True, metavar="CAP=VARIANT",
+                            help="pin a capability to a variant of the attach plan (see doctor), "
+                                 "e.g. fork=uprobe_dup_mmap-window")
+# bcc tools' positional INTERVAL [COUNT]
+interval_count_arguments = _both(click.argument("interval", required=False, type=SECONDS),
+                                 click.argument("count", required=False, type=COUNT))
+
+
+def replace_option(what: str):
+    return click.option("--replace", is_flag=True, help=f"replace {what} if it exists (once the new one is complete)")

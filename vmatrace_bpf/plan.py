@@ -5,7 +5,12 @@ in order of preference.  The plan for a kernel is, per capability, the first
 variant whose probe targets this kernel really has (kallsyms + ftrace's
 available_filter_functions, GCC clones such as ``.isra.0`` included) and whose
 private struct offsets BTF can give.  Nothing else in vmabpf branches on the
-kernel: the BPF programs see the chosen variant as ``-D`` macros.
+kernel: the BPF programs see the chosen variant as ``-D`` macros.  The other
+kernel decisions live here too: where each argument is read (per architecture,
+from the BTF prototype) and whether events go through the ring buffer.
+
+Longer than the other modules (~600 lines) on purpose: the table and the checks
+that keep it honest belong together, so a kernel difference is read in one place.
 """
 
 from __future__ import annotations
@@ -144,9 +149,9 @@ CAPABILITIES: Tuple[Capability, ...] = (
                     "syscall tracepoints (CONFIG_FTRACE_SYSCALLS): fields by name, no function read"),
             Variant("syscall-kprobe", "PRCTL_KPROBE",
                     _kp("kp_prctl_enter", "kr_prctl_exit", "@syscall:prctl", args="regs@1", ret="long int"),
-                    "kprobe on the arch's pt_regs syscall wrapper (__x64_sys_prctl since 4.17, 'syscalls/x86: Use "
-                    "struct pt_regs based syscall calling convention for 64-bit syscalls'; __arm64_sys_prctl since "
-                    "4.19, 'arm64: implement syscall wrappers')",
+                    "kprobe on the arch's pt_regs syscall wrapper (__x64_sys_prctl since 4.17, commit fa697140f9a2 "
+                    "\"syscalls/x86: Use 'struct pt_regs' based syscall calling convention for 64-bit syscalls\"; "
+                    "__arm64_sys_prctl since 4.19, commit 4378a7d4be30 'arm64: implement syscall wrappers')",
                     without_btf=Evidence(("anon_vma_name_alloc",), "only the pt_regs wrappers are probed "
                                          "(__x64_sys_*/__arm64_sys_*), which take the user registers as argument 1 "
                                          "by construction")),
@@ -159,7 +164,8 @@ CAPABILITIES: Tuple[Capability, ...] = (
                     _kp("kp_vma_merge", "kr_vma_merge", "vma_merge", args=_VMA_MERGE_61, ret=_VMA)
                     + (_CAN_MERGE_BEFORE,),
                     "vma_merge(mm, prev, addr, end, vm_flags, anon_vma, file, pgoff, policy, vm_userfaultfd_ctx, "
-                    "anon_name), 5.17 to 6.2: anon_name (argument 11) since 5.17, a struct anon_vma_name since "
+                    "anon_name), 5.17 to 6.2: anon_name (argument 11) since 5.17 (commit 9a10064f5625 'mm: add a field "
+                    "to store names for private anonymous memory'), a struct anon_vma_name since "
                     "commit 5c26f6ac9416 'mm: refactor vm_area_struct::anon_vma_name usage code' (5.17-rc7)",
                     without_btf=Evidence(
                         ("__vma_adjust", "anon_vma_name_alloc", "CONFIG_USERFAULTFD=y"),
@@ -177,15 +183,17 @@ CAPABILITIES: Tuple[Capability, ...] = (
                     _kp("kp_vma_merge", "kr_vma_merge", "vma_merge", args=_VMA_MERGE_SRC, ret=_VMA)
                     + (_CAN_MERGE_BEFORE,),
                     "vma_merge(vmi, prev, src, addr, end, vm_flags, pgoff, policy, vm_userfaultfd_ctx, anon_name), "
-                    "6.9 to 6.11: mm, anon_vma and file are taken from the VMA src (6.9, 'mm/mmap: pass vma to "
-                    "vma_merge()'); static since 6.7 (commit adb20b0c785e 'mm: make vma_merge() and split_vma() "
+                    "6.9 to 6.11: mm, anon_vma and file are taken from the VMA src (6.9, commit 2c8b947416a9 'mm/mmap: "
+                    "pass vma to vma_merge()'); static since 6.7 (commit adb20b0c785e 'mm: make vma_merge() and split_vma() "
                     "internal'). Checked against BTF like the others, but no 6.9-6.11 test kernel proves it here"),
             Variant("vma_merge_struct", "MERGE_VMG",
                     _kp("kp_vmg_new", "kr_vmg_new", "vma_merge_new_range", args="vmg@1", ret=_VMA)
                     + _kp("kp_vmg_existing", "kr_vmg_existing", "vma_merge_existing_range", "vma_modify",
                           args="vmg@1", ret=_VMA),
-                    "struct vma_merge_struct, 6.12+ (commit 'mm: introduce vma_merge_struct'); "
-                    "vma_merge_existing_range is usually inlined into vma_modify",
+                    "struct vma_merge_struct, 6.12+ (commit 2f1c6611b0a8 'mm: introduce vma_merge_struct and abstract "
+                    "vma_merge(),vma_modify()'); vma_merge_new_range from commit cacded5e42b9 'mm: avoid using "
+                    "vma_merge() for new VMAs', vma_merge_existing_range from cc8cb3697a8d 'mm: refactor "
+                    "vma_merge() into modify-only vma_merge_existing_range()', usually inlined into vma_modify",
                     _VMG_OFFSETS),
         ),
         "no known merge entry point (vma_merge / vma_merge_new_range) is traceable with a known signature"),
@@ -206,7 +214,8 @@ CAPABILITIES: Tuple[Capability, ...] = (
             Variant("dup_mmap", "FORK_DUP_MMAP",
                     _kp("kp_dup_mmap", "kr_dup_mmap", "dup_mmap", args="mm@1 oldmm@2")
                     + (Probe("tracepoint", ("sched:sched_process_fork",), "tp_sched_fork"),),
-                    "dup_mmap(mm, oldmm): static in kernel/fork.c (often inlined), global in mm/mmap.c from 6.16",
+                    "dup_mmap(mm, oldmm): static in kernel/fork.c (often inlined), in mm/mmap.c and declared in "
+                    "mm/internal.h from 6.16 (commit 26a8f57760c1 'mm: move dup_mmap() to mm')",
                     without_btf=_STABLE),
             Variant("uprobe_dup_mmap-window", "FORK_UPROBE_WINDOW",
                     _kp("kp_dup_mmap_start", None, "uprobe_start_dup_mmap")
@@ -225,7 +234,8 @@ CAPABILITIES: Tuple[Capability, ...] = (
                     "called once per VMA in fork"),
             Variant("vm_area_dup", "VMA_DUP_PROBE",
                     (Probe("kretprobe", ("vm_area_dup",), "kr_vm_area_dup", ret=_VMA),),
-                    "vm_area_dup() copies the anon_name pointer and takes a reference (5.17+)",
+                    "vm_area_dup() copies the anon_name pointer and takes a reference: dup_anon_vma_name(), 5.17 "
+                    "(kref since commit 78db3412833d 'mm: add anonymous vma name refcounting')",
                     without_btf=_STABLE),
         ),
         "vm_area_dup is not traceable"),
@@ -234,7 +244,7 @@ CAPABILITIES: Tuple[Capability, ...] = (
         (
             Variant("anon_vma_name_alloc", "NAME_ALLOC_PROBE",
                     (Probe("kretprobe", ("anon_vma_name_alloc",), "kr_name_alloc", ret="ptr struct anon_vma_name"),),
-                    "anon_vma_name_alloc(name), mm/madvise.c, 5.17+",
+                    "anon_vma_name_alloc(name), mm/madvise.c, global since commit 5c26f6ac9416 (5.17)",
                     without_btf=_STABLE),
         ),
         "anon_vma_name_alloc is not traceable (CONFIG_ANON_VMA_NAME off?)"),
@@ -244,7 +254,7 @@ CAPABILITIES: Tuple[Capability, ...] = (
             Variant("anon_vma_name_free", "NAME_FREE_PROBE",
                     (Probe("kprobe", ("anon_vma_name_free",), "kp_name_free", args="kref@1"),
                      Probe("tracepoint", ("kmem:kfree",), "tp_kfree", optional=True, macro="NAME_FREE_KFREE")),
-                    "anon_vma_name_free(kref), the kref release function, 5.17+; the compiler may also inline it "
+                    "anon_vma_name_free(kref), the kref release function (named so by commit 5c26f6ac9416, 5.17); the compiler may also inline it "
                     "into callers in mm/madvise.c (7.x: set_anon_vma_name), so kfree() of a name object seen "
                     "allocated is watched too",
                     without_btf=_STABLE),
@@ -302,6 +312,7 @@ class Plan:
     release: str
     arch: str
     choices: Dict[str, Choice]
+    ringbuf: bool = False  # events through the BPF ring buffer (else the perf buffer): has_ringbuf()
 
     def defines(self) -> Dict[str, int]:
         out: Dict[str, int] = {}
@@ -566,4 +577,10 @@ def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES,
             choice.checked, choice.degraded = checked, degraded
             break
         choices[cap.name] = choice
-    return Plan(kinfo.release, kinfo.arch, choices)
+    return Plan(kinfo.release, kinfo.arch, choices, ringbuf=has_ringbuf(kinfo))
+
+
+def has_ringbuf(kinfo: KernelInfo) -> bool:
+    """BPF ring buffer (since Linux commit 457f44363a88 "bpf: Implement BPF ring buffer and verifier
+    support for it", v5.8): the helper's symbol is in kallsyms.  Older kernels get the perf buffer."""
+    return any(s in kinfo.symbols for s in ("bpf_ringbuf_output", "bpf_ringbuf_reserve", "bpf_ringbuf_output_proto"))

@@ -17,23 +17,27 @@ named ``[rollup]`` covering the whole address space.
 
 Everything here works on text, so a live process, a saved file and a device over
 adb go through the same code.  Errors a user can act on raise VmabpfError.
+
+Longer than 350 lines because the reading, the parser (a streaming fast path and the
+line-by-line reference it is tested against), the per-name table and the fragment runs
+share the compact Vma type and its invariants; the classes and allocator
+families are in categories.py, snapshots in snapshot.py, across-process views in
+mapsall.py.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections import Counter, OrderedDict
+from array import array
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import VmabpfError
 
 #: The columns of the per-name table, as smaps names them (all kB).
 SMAPS_COLUMNS = ("Rss", "Pss", "Private_Dirty", "Swap", "SwapPss")
-
-#: Names the kernel gives VMAs that have no file and no user-given name.
-SPECIAL_NAMES = ("[heap]", "[stack]", "[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[vectors]",
-                 "[sigpage]", "[uprobes]", "[kuserhelpers]")
 
 #: How the per-name table calls a VMA without any name (AOSP showmap: "[anon]").
 UNNAMED = "[anon]"
@@ -45,21 +49,78 @@ _HEADER_RE = re.compile(r"([0-9a-f]+)-([0-9a-f]+) ([r-][w-][x-][ps]) ([0-9a-f]+)
 _HEXCHARS = frozenset("0123456789abcdef")
 
 
-@dataclass
-class Vma:
-    """One VMA as /proc/PID/{maps,smaps} shows it (the kernel's vm_area_struct)."""
+class _Keys(dict):
+    """The smaps keys of a VMA in file order -> their index in its values; one object shared
+    by every VMA with the same keys (the kernel prints the same for all of a process)."""
 
-    vm_start: int
-    vm_end: int
-    perms: str                      # "rw-p": r, w, x, then p (private) or s (shared)
-    pgoff: int                      # file offset in bytes; 0 for anonymous VMAs
-    dev: str                        # "major:minor", "00:00" when there is no file
-    inode: int
-    name: str                       # as printed (may be ""), " (deleted)" kept
-    line: int                       # line number of the header (1-based)
-    fields: Dict[str, int] = field(default_factory=dict)   # smaps "Key: N kB" (and unit-less ints)
-    vm_flags: Optional[Tuple[str, ...]] = None              # smaps "VmFlags:" mnemonics
-    extra: Dict[str, str] = field(default_factory=dict)     # other smaps lines, e.g. "Name"
+    __slots__ = ()
+
+
+_KEYS_CACHE: Dict[Tuple[str, ...], _Keys] = {}
+_NO_KEYS = _Keys()
+
+
+def _keys_for(keys: Tuple[str, ...]) -> _Keys:
+    k = _KEYS_CACHE.get(keys)
+    if k is None:
+        k = _KEYS_CACHE[keys] = _Keys((key, i) for i, key in enumerate(keys))
+    return k
+
+
+class Vma:
+    """One VMA as /proc/PID/{maps,smaps} shows it (the kernel's vm_area_struct).
+
+    Compact (slots; the smaps numbers in one array, their keys shared): 100k VMAs fit in
+    tens of MB.  ``fields`` builds a dict; ``get(key)`` reads one value without one."""
+
+    __slots__ = ("vm_start", "vm_end", "perms", "pgoff", "dev", "inode", "name", "line", "_keys", "_vals",
+                 "vm_flags", "_extra")
+
+    def __init__(self, vm_start: int, vm_end: int, perms: str, pgoff: int, dev: str, inode: int, name: str,
+                 line: int, fields: Optional[Dict[str, int]] = None, vm_flags: Optional[Tuple[str, ...]] = None,
+                 extra: Optional[Dict[str, str]] = None):
+        self.vm_start = vm_start
+        self.vm_end = vm_end
+        self.perms = perms              # "rw-p": r, w, x, then p (private) or s (shared)
+        self.pgoff = pgoff              # file offset in bytes; 0 for anonymous VMAs
+        self.dev = dev                  # "major:minor", "00:00" when there is no file
+        self.inode = inode
+        self.name = name                # as printed (may be ""), " (deleted)" kept
+        self.line = line                # line number of the header (1-based)
+        self.set_fields(fields or {})
+        self.vm_flags = vm_flags        # smaps "VmFlags:" mnemonics
+        self._extra = extra or None     # other smaps lines, e.g. "Name"
+
+    def set_fields(self, fields: Dict[str, int]) -> None:
+        self._keys = _keys_for(tuple(fields)) if fields else _NO_KEYS
+        try:
+            self._vals = array("q", fields.values()) if fields else ()
+        except OverflowError:                       # not a real smaps number; keep it exact anyway
+            self._vals = tuple(fields.values())
+
+    @property
+    def fields(self) -> Dict[str, int]:
+        """smaps "Key: N kB" (and unit-less ints), in file order (a new dict)."""
+        vals = self._vals
+        return {k: vals[i] for k, i in self._keys.items()}
+
+    def get(self, key: str, default: int = 0) -> int:
+        i = self._keys.get(key)
+        return default if i is None else self._vals[i]
+
+    @property
+    def extra(self) -> Dict[str, str]:
+        return self._extra if self._extra is not None else {}
+
+    def _tuple(self):
+        return (self.vm_start, self.vm_end, self.perms, self.pgoff, self.dev, self.inode, self.name, self.line,
+                self.fields, self.vm_flags, self.extra)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vma) and self._tuple() == other._tuple()
+
+    def __repr__(self) -> str:
+        return f"Vma({self.vm_start:x}-{self.vm_end:x} {self.perms} {self.name!r} line {self.line})"
 
     @property
     def size_kb(self) -> int:
@@ -76,15 +137,10 @@ class Vma:
         return self.perms[3] == "p"
 
     @property
-    def is_anonymous(self) -> bool:
-        """No file behind it: inode 0 and no path.  [heap] and [stack] count."""
-        return self.inode == 0 and not self.name.startswith("/")
-
-    @property
     def is_anon_named_or_unnamed(self) -> bool:
         """An anonymous private VMA that a user name could be set on:
         unnamed, or ``[anon:NAME]`` (not [heap], [stack], [vdso], shmem)."""
-        return (self.inode == 0 and self.is_private and self.dev in ("00:00", "0:0")
+        return (self.inode == 0 and self.perms[3] == "p" and self.dev in ("00:00", "0:0")
                 and (self.name == "" or self.name.startswith("[anon:")))
 
     @property
@@ -105,6 +161,53 @@ class ProcMaps:
         return self.kind in ("smaps", "rollup")
 
 
+# -- reading -----------------------------------------------------------------------
+MAX_SMAPS_BYTES = 4 << 30  # a saved smaps of 1M VMAs is ~1 GiB
+
+
+def decode(data: bytes) -> str:
+    # Paths are bytes; keep what is not UTF-8 (shown escaped later).
+    return data.decode("utf-8", "surrogateescape")
+
+
+def read_file(path: str) -> str:
+    """The text of a saved maps/smaps file; VmabpfError if it cannot be read."""
+    from .inputs import read_regular
+    try:
+        data = read_regular(path, "a maps/smaps file", MAX_SMAPS_BYTES)
+    except OSError as e:
+        raise VmabpfError(f"{path}: cannot read: {e.strerror or e}") from None
+    return decode(data)
+
+
+def read_pid(pid: int, proc: str = "/proc") -> Tuple[str, str]:
+    """(text, path) of /proc/PID/smaps (or maps where smaps does not exist)."""
+    if pid <= 0:
+        raise VmabpfError(f"invalid PID {pid}")
+    if not os.path.isdir(os.path.join(proc, str(pid))):
+        raise VmabpfError(f"no process with PID {pid}")
+    last_error = None
+    for name in ("smaps", "maps"):
+        path = os.path.join(proc, str(pid), name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError as e:
+            last_error = e
+            if not os.path.isdir(os.path.join(proc, str(pid))):
+                raise VmabpfError(f"no process with PID {pid} (it exited)")
+            continue
+        except PermissionError:
+            raise VmabpfError(f"cannot read {path}: permission denied (PID {pid} belongs to another user); "
+                              "run as root (sudo vmabpf maps ...)")
+        except ProcessLookupError:
+            raise VmabpfError(f"no process with PID {pid} (it exited)")
+        if not data:
+            raise VmabpfError(f"PID {pid} has no memory map (a kernel thread, or it is exiting)")
+        return decode(data), path
+    raise VmabpfError(f"cannot read {proc}/{pid}/smaps or maps: {last_error}")
+
+
 # -- parsing ----------------------------------------------------------------------
 def _fail(source: str, lineno: int, what: str, text: str = "") -> "VmabpfError":
     # raw: the one-line error printer (errors.fail) escapes the whole message once
@@ -123,32 +226,238 @@ def parse_header(line: str) -> Optional[Tuple[int, int, str, int, str, int, str]
     return int(start, 16), int(end, 16), perms, int(pgoff, 16), dev, int(inode), name
 
 
-def _parse_field(vma: Vma, key: str, value: str) -> bool:
-    """Store one smaps "Key: value" line in VMA; False if the value is malformed."""
+def _parse_field(fields: Dict[str, int], extra: Dict[str, str], key: str, value: str) -> Optional[str]:
+    """Store one smaps "Key: value" line; the VmFlags value is returned (else None); raises
+    ValueError if the value is malformed."""
     if key == "VmFlags":
-        vma.vm_flags = tuple(value.split())
-        return True
+        return value
     if key == "Name":
-        vma.extra["Name"] = value.strip()
-        return True
+        extra["Name"] = value.strip()
+        return None
     parts = value.split()
     if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
-        vma.fields[key] = int(parts[0])
-        return True
+        fields[key] = int(parts[0])
+        return None
     if len(parts) == 1 and parts[0].isdigit():      # THPeligible, ProtectionKey
-        vma.fields[key] = int(parts[0])
-        return True
+        fields[key] = int(parts[0])
+        return None
     if not parts and key[:1].isupper():
-        vma.extra[key] = ""
-        return True
+        extra[key] = ""
+        return None
     if key in ("THPeligible", "ProtectionKey") or (parts and parts[-1] == "kB"):
-        return False
-    vma.extra[key] = value.strip()                  # a line from a future kernel
-    return True
+        raise ValueError(key)
+    extra[key] = value.strip()                      # a line from a future kernel
+    return None
 
 
-def parse(text: str, source: str = "") -> ProcMaps:
-    """Parse maps, smaps or smaps_rollup TEXT; SOURCE names it in errors.
+_FLAGS_CACHE: Dict[str, Tuple[str, ...]] = {}
+
+
+def _flags(value: str) -> Tuple[str, ...]:
+    f = _FLAGS_CACHE.get(value)
+    if f is None:
+        if len(_FLAGS_CACHE) > 10_000:
+            _FLAGS_CACHE.clear()
+        f = _FLAGS_CACHE[value] = tuple(value.split())
+    return f
+
+
+class _Parser:
+    """The parse of one text, fed in pieces that end at a VMA header (streaming: no copy of the
+    whole file).  Each VMA is first tried with a regular expression made from the first VMA's
+    smaps keys (the kernel prints the same keys, in the same order, for every VMA of a process),
+    matching the header and all its lines at once; anything that does not match exactly goes
+    line by line through the checks that name the bad line."""
+
+    def __init__(self, source: str, fast: bool = True):
+        self.source = source
+        self.vmas: List[Vma] = []
+        self.lineno = 0
+        self.fast_re = None
+        self.fast_lines = 0
+        self.want_fast = fast
+        self.names: Dict[str, str] = {}
+        self.seen_text = False
+        self.pending = ""
+
+    # the checks every VMA passes, fast or slow
+    def _add(self, start, end, perms, pgoff, dev, inode, name, lineno, line_text) -> Vma:
+        if end < start:
+            raise _fail(self.source, lineno, "VMA ends before it starts", line_text())
+        vmas = self.vmas
+        if vmas and start < vmas[-1].vm_end:
+            # the kernel prints one process's VMAs in address order, never overlapping: two files
+            # pasted together (or an edited one) would be counted twice
+            prev = vmas[-1]
+            raise _fail(self.source, lineno, f"VMA overlaps or comes before the one on line {prev.line} "
+                        f"({prev.vm_start:x}-{prev.vm_end:x}): not one process's maps in address order",
+                        line_text())
+        name = self.names.setdefault(name, name)
+        v = Vma(start, end, perms, pgoff, dev, inode, name, lineno)
+        vmas.append(v)
+        return v
+
+    def feed(self, text: str) -> None:
+        if "\0" in text:
+            raise VmabpfError(f"{self.source or 'input'}: binary data, not a /proc/PID/maps or smaps text")
+        if not self.seen_text:
+            if not text.strip():                    # only blanks so far: empty, unless more follows
+                self.pending += text
+                return
+            self.seen_text = True
+            text, self.pending = self.pending + text, ""
+        pos, n = 0, len(text)
+        fast = self.fast_re
+        if fast is not None and self._bulk(text):
+            return
+        while pos < n:
+            if fast is not None:
+                m = fast.match(text, pos)
+                if m is not None:
+                    g = m.groups()
+                    lineno = self.lineno + 1
+                    v = self._add(int(g[0], 16), int(g[1], 16), g[2], int(g[3], 16), g[4], int(g[5]),
+                                  g[6].lstrip(" ") if g[6] else "", lineno, lambda: m.group(0).split("\n", 1)[0])
+                    v._keys = self.fast_keys
+                    v._vals = tuple(map(int, g[7:-1]))
+                    v.vm_flags = _flags(g[-1])
+                    self.lineno += self.fast_lines
+                    pos = m.end()
+                    continue
+            nxt = _next_header(text, pos)
+            self._slow(text[pos:nxt])
+            pos = nxt
+            if fast is None and self.want_fast and len(self.vmas) >= 1:
+                fast = self.fast_re = self._make_fast()
+
+    def _bulk(self, text: str) -> bool:
+        """All of TEXT at once if every line of it is a VMA in the first VMA's shape: findall
+        (one C loop); the matches start at line starts and each takes the same number of whole
+        lines, so equal line counts prove no line was skipped.  False: nothing was taken."""
+        if not text.endswith("\n"):
+            return False
+        found = self.bulk_re.findall(text)
+        if len(found) * self.fast_lines != text.count("\n"):
+            return False
+        keys, names, flags, vmas, new = self.fast_keys, self.names, _flags, self.vmas, object.__new__
+        lineno = self.lineno + 1
+        step = self.fast_lines
+        prev_end = vmas[-1].vm_end if vmas else -1
+        start_len = len(vmas)
+        for g in found:
+            start, end = int(g[0], 16), int(g[1], 16)
+            if end < start or start < prev_end:
+                del vmas[start_len:]                # let the line-by-line path name the line
+                return False
+            name = g[6].lstrip(" ")
+            v = new(Vma)                            # no __init__: every slot is set here
+            v.vm_start, v.vm_end, v.perms, v.pgoff, v.dev, v.inode = start, end, g[2], int(g[3], 16), g[4], int(g[5])
+            v.name, v.line, v._keys, v._vals = names.setdefault(name, name), lineno, keys, tuple(map(int, g[7:-1]))
+            v.vm_flags, v._extra = flags(g[-1]), None
+            vmas.append(v)
+            prev_end = end
+            lineno += step
+        self.lineno = lineno - 1
+        return True
+
+    def _slow(self, block: str) -> None:
+        """One VMA (or a few lines) line by line, with the error that names the line."""
+        lines = block.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        cur: Optional[Vma] = self.vmas[-1] if self.vmas else None
+        fields: Optional[Dict[str, int]] = None
+        extra: Dict[str, str] = {}
+        for line in lines:
+            self.lineno += 1
+            lineno = self.lineno
+            if line.endswith("\r"):                # saved from an old adb shell (a pty): CRLF
+                line = line[:-1]
+            if not line:
+                raise _fail(self.source, lineno, "empty line inside a maps/smaps text")
+            if line[0] in _HEXCHARS:
+                hdr = parse_header(line)
+                if hdr is None:
+                    raise _fail(self.source, lineno, "not a /proc/PID/maps or smaps line", line)
+                self._finish(cur, fields, extra)
+                cur = self._add(*hdr, lineno, lambda: line)
+                fields, extra = {}, {}
+                continue
+            key, sep, value = line.partition(":")
+            if not sep or cur is None or not key or not (key[0].isalpha() and key.replace("_", "").isalnum()):
+                raise _fail(self.source, lineno, "not a /proc/PID/maps or smaps line", line)
+            if fields is None:                      # lines continuing the VMA of the last block
+                fields, extra = cur.fields, dict(cur.extra)
+            try:
+                flags = _parse_field(fields, extra, key, value)
+            except ValueError:
+                raise _fail(self.source, lineno, f"malformed smaps field {key}", line) from None
+            if flags is not None:
+                cur.vm_flags = _flags(flags)
+        self._finish(cur, fields, extra)
+
+    @staticmethod
+    def _finish(cur: Optional[Vma], fields, extra) -> None:
+        if cur is not None and fields is not None:
+            cur.set_fields(fields)
+            cur._extra = extra or None
+
+    def _make_fast(self):
+        """The regular expression of a whole VMA with the first VMA's keys, or None (a maps
+        text, or one with Name or other non-number lines: line by line then)."""
+        first = self.vmas[0]
+        if first.extra:
+            return None
+        keys = list(first.fields)
+        parts = [r"([0-9a-f]+)-([0-9a-f]+) ([r-][w-][x-][ps]) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) ([0-9]+)"
+                 r"(?: ([^\n]*))?(?<!\r)\n"]
+        for k in keys:
+            unit = "" if k in ("THPeligible", "ProtectionKey") else " kB"
+            parts.append(re.escape(k) + r": *([0-9]+)" + unit + r"\n")
+        if first.vm_flags is None:
+            return None                             # every smaps since 2.6.x ends with VmFlags (3.8+)
+        parts.append(r"VmFlags:([^\n]*)(?<!\r)\n")
+        self.fast_keys = first._keys
+        self.fast_lines = 1 + len(keys) + 1
+        self.bulk_re = re.compile("(?m)^" + "".join(parts))
+        return re.compile("".join(parts))
+
+    def finish(self) -> "ProcMaps":
+        if not self.vmas:
+            if not self.seen_text:
+                raise VmabpfError(f"{self.source or 'input'}: empty (no VMAs)")
+            raise _fail(self.source, 1, "not a /proc/PID/maps or smaps line")
+        kind = _check_complete(self.vmas, self.source)
+        return ProcMaps(self.vmas, kind, self.source)
+
+
+def _next_header(text: str, pos: int) -> int:
+    """Where the next VMA header after POS starts (a line starting with a hex digit), or the end."""
+    i = pos
+    n = len(text)
+    while True:
+        i = text.find("\n", i)
+        if i < 0 or i + 1 >= n:
+            return n
+        if text[i + 1] in _HEXCHARS:
+            return i + 1
+        i += 1
+
+
+def _last_header(text: str) -> int:
+    """Where the last VMA header in TEXT starts (0 if none after the first line)."""
+    i = len(text) - 1
+    while True:
+        i = text.rfind("\n", 0, i)
+        if i < 0:
+            return 0
+        if i + 1 < len(text) and text[i + 1] in _HEXCHARS:
+            return i + 1
+
+
+def parse(text: str, source: str = "", fast: bool = True) -> ProcMaps:
+    """Parse maps, smaps or smaps_rollup TEXT; SOURCE names it in errors; FAST=False:
+    line by line only (the reference the fast path is tested against).
 
     Raises VmabpfError for an empty text, a binary file, a line that is neither
     a VMA header nor a smaps field, and a truncated smaps (a VMA at the end
@@ -156,41 +465,90 @@ def parse(text: str, source: str = "") -> ProcMaps:
     """
     if not text.strip():
         raise VmabpfError(f"{source or 'input'}: empty (no VMAs)")
-    if "\0" in text:
-        raise VmabpfError(f"{source or 'input'}: binary data, not a /proc/PID/maps or smaps text")
-    vmas: List[Vma] = []
-    cur: Optional[Vma] = None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    for lineno, line in enumerate(lines, 1):
-        if line.endswith("\r"):                     # saved from an old adb shell (a pty): CRLF
-            line = line[:-1]
-        if not line:
-            raise _fail(source, lineno, "empty line inside a maps/smaps text")
-        if line[0] in _HEXCHARS:
-            hdr = parse_header(line)
-            if hdr is None:
-                raise _fail(source, lineno, "not a /proc/PID/maps or smaps line", line)
-            start, end, perms, pgoff, dev, inode, name = hdr
-            if end < start:
-                raise _fail(source, lineno, "VMA ends before it starts", line)
-            if vmas and start < vmas[-1].vm_end:
-                # the kernel prints one process's VMAs in address order, never overlapping: two files
-                # pasted together (or an edited one) would be counted twice
-                raise _fail(source, lineno, f"VMA overlaps or comes before the one on line {vmas[-1].line} "
-                            f"({vmas[-1].vm_start:x}-{vmas[-1].vm_end:x}): not one process's maps in address order",
-                            line)
-            cur = Vma(start, end, perms, pgoff, dev, inode, name, lineno)
-            vmas.append(cur)
+    p = _Parser(source, fast)
+    with _no_gc():
+        p.feed(text)
+    return p.finish()
+
+
+class _no_gc:
+    """The cyclic GC off while VMAs are made: they hold no cycles, and the collector's passes
+    over 100k new objects cost ~20% of the parse (measured with benchmarks/maps_parse.py)."""
+
+    def __enter__(self):
+        import gc
+        self.was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        if self.was:
+            import gc
+            gc.enable()
+
+
+def parse_stream(chunks: Iterable[bytes], source: str = "", fast: bool = True) -> ProcMaps:
+    """Parse what CHUNKS (bytes, any sizes) hold without joining them: each piece is cut at
+    the last VMA header in it, decoded and parsed; only the rest is carried over."""
+    p = _Parser(source, fast)
+    with _no_gc():
+        return _stream(p, chunks)
+
+
+def _stream(p: "_Parser", chunks: Iterable[bytes]) -> ProcMaps:
+    carry = b""
+    for chunk in chunks:
+        if not chunk:
             continue
-        key, sep, value = line.partition(":")
-        if not sep or cur is None or not key or not (key[0].isalpha() and key.replace("_", "").isalnum()):
-            raise _fail(source, lineno, "not a /proc/PID/maps or smaps line", line)
-        if not _parse_field(cur, key, value):
-            raise _fail(source, lineno, f"malformed smaps field {key}", line)
-    kind = _check_complete(vmas, source)
-    return ProcMaps(vmas, kind, source)
+        buf = carry + chunk if carry else chunk
+        nl = buf.rfind(b"\n")
+        if nl < 0:
+            carry = buf
+            continue
+        text = decode(buf[:nl + 1])
+        cut = _last_header(text)
+        if cut == 0:
+            carry = buf
+            continue
+        head = text[:cut]
+        carry = text[cut:].encode("utf-8", "surrogateescape") + buf[nl + 1:]
+        p.feed(head)
+    if carry:
+        p.feed(decode(carry))
+    if not p.vmas and not p.seen_text:
+        raise VmabpfError(f"{p.source or 'input'}: empty (no VMAs)")
+    return p.finish()
+
+
+def parse_file(path: str) -> ProcMaps:
+    """Parse a saved maps/smaps file, streamed from disk (never whole in memory)."""
+    from .inputs import open_regular
+    with open_regular(path, "a maps/smaps file") as f:
+        def chunks() -> Iterator[bytes]:
+            total = 0
+            while True:
+                try:
+                    b = f.read(1 << 20)
+                except OSError as e:
+                    raise VmabpfError(f"{path}: cannot read: {e.strerror or e}") from None
+                if not b:
+                    return
+                total += len(b)
+                if total > MAX_SMAPS_BYTES:
+                    raise VmabpfError(f"{path} is larger than {MAX_SMAPS_BYTES >> 20} MiB: not a maps/smaps file")
+                yield b
+        first = f.peek(1) if hasattr(f, "peek") else b"x"
+        if not first:
+            raise VmabpfError(f"{path}: empty (no VMAs)")
+        return parse_stream(chunks(), path)
+
+
+def iter_file(path: str, size: int = 1 << 20) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(size)
+            if not b:
+                return
+            yield b
 
 
 def _check_complete(vmas: Sequence[Vma], source: str) -> str:
@@ -204,7 +562,10 @@ def _check_complete(vmas: Sequence[Vma], source: str) -> str:
                 raise _fail(source, v.line, "smaps fields after a VMA without any: mixed or damaged file")
         return "maps"
     expected = set(first.fields) | ({"VmFlags"} if first.vm_flags is not None else set())
+    fk, ff = first._keys, first.vm_flags is not None
     for v in vmas:
+        if v._keys is fk and (v.vm_flags is not None) == ff:
+            continue                                # the same keys object: the same fields
         have = set(v.fields) | ({"VmFlags"} if v.vm_flags is not None else set())
         missing = expected - have
         if missing:
@@ -227,8 +588,11 @@ class Row:
     def add(self, vma: Vma) -> None:
         self.vmas += 1
         self.size += vma.size_kb
+        values, keys, vals = self.values, vma._keys, vma._vals
         for col in SMAPS_COLUMNS:
-            self.values[col] += vma.fields.get(col, 0)
+            i = keys.get(col)
+            if i is not None:
+                values[col] += vals[i]
 
     def to_json(self) -> Dict:
         return {"name": self.name, "vmas": self.vmas, "size_kb": self.size,
@@ -245,118 +609,39 @@ SORT_KEYS = {
 
 
 def group(pm: ProcMaps, by: str = "name", sort: str = "pss") -> Tuple[List[Row], Row]:
-    """Rows per name (or per class with BY="category") sorted by SORT, and the total row."""
-    key = (lambda v: v.display_name) if by == "name" else category_of_vma_list(pm.vmas)
-    rows: "OrderedDict[str, Row]" = OrderedDict()
-    total = Row("TOTAL")
+    """Rows per name (per class with BY="category", per allocator family with BY="family")
+    sorted by SORT, and the total row."""
+    if sort not in SORT_KEYS:
+        raise VmabpfError(f"unknown sort key {sort!r} (one of {', '.join(SORT_KEYS)})")
+    if by == "family":
+        from .categories import family
+        key = family
+    elif by == "name":
+        def key(name: str) -> str:
+            return name or UNNAMED
+    else:
+        from .categories import category
+        cache: Dict[str, str] = {}
+
+        def key(name: str) -> str:
+            c = cache.get(name)
+            if c is None:
+                c = cache[name] = category(name)
+            return c
+    rows: Dict[str, Row] = {}
     for v in pm.vmas:
-        k = key(v)
+        k = key(v.name)
         row = rows.get(k)
         if row is None:
             row = rows[k] = Row(k)
         row.add(v)
-        total.add(v)
-    if sort not in SORT_KEYS:
-        raise VmabpfError(f"unknown sort key {sort!r} (one of {', '.join(SORT_KEYS)})")
+    total = Row("TOTAL")
+    for r in rows.values():
+        total.vmas += r.vmas
+        total.size += r.size
+        for c in SMAPS_COLUMNS:
+            total.values[c] += r.values[c]
     return sorted(rows.values(), key=SORT_KEYS[sort]), total
-
-
-# -- classes (dumpsys meminfo and friends) -----------------------------------------
-#: Dalvik heap spaces (frameworks/base android_os_Debug.cpp, libmeminfo androidprocheaps.cpp).
-_DALVIK_HEAP_PREFIXES = ("[anon:dalvik-main space", "[anon:dalvik-alloc space", "[anon:dalvik-large object space",
-                         "[anon:dalvik-free list large object space", "[anon:dalvik-non moving space",
-                         "[anon:dalvik-zygote space")
-_VERSIONED_SO = re.compile(r"\.so(\.[0-9]+)+\Z")
-_KERNEL_NAMES = frozenset(("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[vectors]", "[sigpage]",
-                           "[uprobes]", "[kuserhelpers]"))
-
-
-def category(name: str) -> str:
-    """The class of a VMA named NAME (as printed; "" for none).
-
-    Android names follow `dumpsys meminfo` (libmeminfo's androidprocheaps.cpp):
-    Native Heap = [heap], [anon:libc_malloc], [anon:scudo:*], [anon:GWP-ASan*];
-    Stack = [stack], [anon:stack_and_tls:*]; Dalvik Heap = the main, large
-    object, non moving and zygote spaces; Dalvik Other = other [anon:dalvik-*];
-    file mappings by suffix.  Bionic's [anon:.bss] is its own class (dumpsys
-    counts it with .so mmap).  glibc's decorate_maps names (2.40+): "glibc:
-    malloc arena", "glibc: malloc", "glibc: loader malloc" are Native Heap,
-    "glibc: pthread stack: TID", "glibc: pthread user stack: TID", "glibc:
-    unused stack" are Stack; Go 1.25's "Go: heap" is Go Heap, other "Go: ..."
-    names Go Runtime.
-    """
-    if name.endswith(" (deleted)"):
-        name = name[: -len(" (deleted)")]
-    if not name:
-        return "Unnamed anon"
-    if name.startswith("[anon:"):
-        return _anon_category(name)
-    if name.startswith("[anon_shmem:"):
-        return "Shared anon"
-    if name == "[heap]":
-        return "Native Heap"
-    if name.startswith("[stack"):           # [stack], and [stack:TID] of 3.x kernels
-        return "Stack"
-    if name in _KERNEL_NAMES:
-        return "Kernel"
-    if name.startswith("/dev/ashmem/dalvik-"):
-        return "Dalvik Other"
-    if name.startswith("/dev/ashmem"):
-        return "Ashmem"
-    if name.startswith("/memfd:jit-"):
-        return "Dalvik Other"
-    if name.startswith("/dev/"):
-        return "Other dev"
-    for suffix, cls in ((".so", ".so mmap"), (".jar", ".jar mmap"), (".apk", ".apk mmap"), (".ttf", ".ttf mmap"),
-                        (".odex", ".dex mmap"), (".vdex", ".dex mmap"), (".oat", ".oat mmap"), (".art", ".art mmap"),
-                        (".art]", ".art mmap")):
-        if name.endswith(suffix):
-            return cls
-    if _VERSIONED_SO.search(name):        # glibc systems: libc.so.6, libz.so.1.3.1
-        return ".so mmap"
-    if ".dex" in name:
-        return ".dex mmap"
-    if name.startswith("["):
-        return "Other anon"
-    return "Other mmap"
-
-
-def _anon_category(name: str) -> str:
-    """Class of an ``[anon:...]`` name (see category())."""
-    inner = name[len("[anon:"):]
-    if inner.endswith("]"):
-        inner = inner[:-1]
-    if inner.startswith("libc_malloc") or inner.startswith("scudo:") or inner.startswith("GWP-ASan"):
-        return "Native Heap"
-    if inner.startswith("stack_and_tls:"):
-        return "Stack"
-    if inner.startswith("dalvik-"):
-        return "Dalvik Heap" if name.startswith(_DALVIK_HEAP_PREFIXES) else "Dalvik Other"
-    if inner == ".bss":
-        return ".bss"
-    stripped = inner.lstrip(" ")
-    if stripped.startswith("glibc: "):
-        what = stripped[len("glibc: "):]
-        if what in ("malloc arena", "malloc", "loader malloc"):
-            return "Native Heap"
-        if what.startswith(("pthread stack", "pthread user stack", "unused stack")):
-            return "Stack"
-        return "Other anon"
-    if stripped.startswith("Go: "):
-        return "Go Heap" if stripped[len("Go: "):].startswith("heap") else "Go Runtime"
-    return "Other anon"
-
-
-def category_of_vma_list(vmas: Sequence[Vma]):
-    """A key function for group(): the class of each VMA by its name."""
-    cache: Dict[str, str] = {}
-
-    def key(v: Vma) -> str:
-        c = cache.get(v.name)
-        if c is None:
-            c = cache[v.name] = category(v.name)
-        return c
-    return key
 
 
 # -- fragments ---------------------------------------------------------------------

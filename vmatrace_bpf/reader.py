@@ -6,6 +6,10 @@ skipped with a warning naming it, a truncated last line (recording cut by power
 loss) is skipped with one warning; only a file that is not a recording at all is
 an error.  It raises nothing but VmabpfError subclasses.  Big files are read by
 several processes, merged in file order (``Aggregator.merge``).
+
+Longer than the other modules (~420 lines) because one reader's parts share the
+state of ``RecordFile``: strict validation, batched decoding (the speed of
+`report` is here), and reading one file in parts in parallel.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import os
 import re
 import stat
 import sys
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import click
 
 from .aggregate import Aggregator
+from .events import VALIDATORS
 from .errors import VmabpfError
 from .inputs import MAX_LINE, open_regular
 from .recording import FORMAT, VERSION
@@ -36,78 +41,7 @@ class NotARecordError(RecordReadError):
     """Not a vmabpf recording (nor watch -j output) at all."""
 
 
-# -- validation: exactly the fields (and JSON types) the aggregation and the exports use ----------------------
-
-def _str_list(v) -> bool:
-    if type(v) is not list:
-        return False
-    for w in v:
-        if type(w) is not str:
-            return False
-    return True
-
-
-# Each validator checks the fields the aggregation uses: pid and comm (written out in each: one call per
-# event) and its own.  ts and tid only matter to the chrome export, which checks them itself.
-def _v_name_set(ev: dict) -> bool:
-    g = ev.get
-    err = g("err")
-    return (type(g("pid")) is int and type(g("comm", "")) is str
-            and type(g("ret")) is int and type(g("name")) is str and (err is None or type(err) is str))
-
-
-def _v_merge(ev: dict) -> bool:
-    g = ev.get
-    pc = g("prev_cause")
-    nc = g("next_cause")
-    return (type(g("pid")) is int and type(g("comm", "")) is str
-            and type(g("outcome")) is str and type(g("source")) is str and type(g("name")) is str
-            and type(pc) is list and type(nc) is list and (not pc or _str_list(pc)) and (not nc or _str_list(nc))
-            and type(g("prev_name", "")) is str and type(g("next_name", "")) is str)
-
-
-def _v_split(ev: dict) -> bool:
-    g = ev.get
-    return (type(g("pid")) is int and type(g("comm", "")) is str
-            and type(g("ret")) is int and type(g("name")) is str and type(g("refcount")) is int)
-
-
-def _v_fork(ev: dict) -> bool:
-    g = ev.get
-    lat = g("latency_ns")
-    return (type(g("pid")) is int and type(g("comm", "")) is str
-            and type(g("child_pid")) is int and type(lat) is int and 0 <= lat < _U64 and type(g("map_count")) is int
-            and type(g("vmas_copied")) is int and type(g("named_copied")) is int)
-
-
-def _v_name_obj(ev: dict) -> bool:
-    g = ev.get
-    return (type(g("pid")) is int and type(g("comm", "")) is str
-            and type(g("ptr")) is int and type(g("name")) is str and type(g("refcount", 0)) is int)
-
-
-def _v_exit(ev: dict) -> bool:
-    g = ev.get
-    return type(g("pid")) is int and type(g("comm", "")) is str
-
-
-def _v_lost(ev: dict) -> bool:
-    c = ev.get("count")
-    ts = ev.get("ts", 0)
-    return type(c) is int and 0 <= c < _U64 and type(ts) is int and 0 <= ts < _U64
-
-
-VALIDATORS: Dict[str, Callable[[dict], bool]] = {
-    "name_set": _v_name_set, "merge": _v_merge, "split": _v_split, "fork": _v_fork, "name_alloc": _v_name_obj,
-    "name_free": _v_name_obj, "exit": _v_exit, "lost": _v_lost}
 _U64 = 1 << 64
-
-
-def valid_event(ev: dict) -> bool:
-    """Is EV (a dict with a known event type) safe to aggregate and export?"""
-    t = ev.get("type")
-    v = VALIDATORS.get(t) if type(t) is str else None
-    return v is not None and v(ev)
 
 
 def _no_constant(name: str):

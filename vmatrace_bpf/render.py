@@ -14,6 +14,7 @@ from tabulate import tabulate
 
 from .aggregate import regression
 from .escape import escape
+from .events import SCHEMA
 
 
 def human_size(n: int) -> str:
@@ -75,8 +76,7 @@ def event_detail(ev: dict, verbose: bool = False) -> str:
     return ""
 
 
-EVENT_LABEL = {"name_set": "NAME", "merge": "MERGE", "split": "SPLIT", "fork": "FORK", "name_alloc": "ALLOC",
-               "name_free": "FREE", "lost": "LOST", "exit": "EXIT"}
+EVENT_LABEL = {name: t.label for name, t in SCHEMA.items()}
 
 
 def event_header(timestamps: bool) -> str:

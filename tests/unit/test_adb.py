@@ -104,16 +104,16 @@ def test_no_adb_installed(device, tmp_path):
 
 def test_a_device_that_never_stops_is_cut_off(tmp_path, monkeypatch):
     """adb output is bounded in size and time: an endless stream ends in one error, not in memory running out."""
-    from vmatrace_bpf.commands import maps as maps_cmd
+    from vmatrace_bpf import adb as maps_cmd
     fake = tmp_path / "adb"
     fake.write_text("#!/bin/sh\nexec yes 7f0000000000-7f0000001000\n")
     fake.chmod(0o755)
     monkeypatch.setattr(maps_cmd, "MAX_ADB_BYTES", 1 << 20)
     with pytest.raises(maps_cmd.VmabpfError, match="adb sent more than 1 MiB"):
-        maps_cmd._run_adb(str(fake), None, "cat /proc/1/smaps")
+        maps_cmd.shell(str(fake), None, "cat /proc/1/smaps")
     slow = tmp_path / "adb-slow"
     slow.write_text("#!/bin/sh\nsleep 30\n")
     slow.chmod(0o755)
     monkeypatch.setattr(maps_cmd, "ADB_TIMEOUT", 1)
     with pytest.raises(maps_cmd.VmabpfError, match="did not answer within 1 s"):
-        maps_cmd._run_adb(str(slow), None, "cat /proc/1/smaps")
+        maps_cmd.shell(str(slow), None, "cat /proc/1/smaps")

@@ -161,3 +161,11 @@ def test_saved_kallsyms_and_config_readers_fuzzed(tmp_path, ks, cfg, gz, cut):
     except VmabpfError:
         return
     choose(k)
+
+
+def test_help_summaries_are_the_commands_own():
+    from vmatrace_bpf import cli
+    for name, summary in cli.COMMANDS.items():
+        cmd = cli.load_command(name)
+        first = " ".join(cmd.help.split("\n\n")[0].split())
+        assert summary == first, name

@@ -59,10 +59,61 @@ def test_short_or_unknown_records_are_not_events():
     assert events.decode(bytes(rec)) is None
 
 
-def test_json_round_trip():
+def test_json_round_trip_is_valid_by_the_schema():
     ev = events.decode(raw_merge())
-    assert events.from_json(events.to_json(ev)) == ev
-    with pytest.raises(events.RecordError):
-        events.from_json("{not json")
-    with pytest.raises(events.RecordError):
-        events.from_json(json.dumps([1, 2]))
+    back = json.loads(json.dumps(ev, allow_nan=False))
+    assert back == ev and events.valid_event(back)
+    assert not events.valid_event({**back, "prev_cause": ["name", 3]})
+    assert not events.valid_event({**back, "pid": "10"})
+    assert not events.valid_event({"type": "no_such_type", "pid": 1})
+
+
+def test_schema_matches_the_header():
+    """Every kernel event type in the schema has its VT_EV_ code, its struct, and every field the schema
+    validates exists in the struct (or is one the decoder adds); every VT_EV_ code has a schema entry;
+    every enum and flag constant exists."""
+    lay = events.layout()
+    c = lay.constants
+    codes = {v for k, v in c.items() if k.startswith("VT_EV_")}
+    seen = set()
+    for t in events.SCHEMA.values():
+        if t.code is None:
+            continue
+        seen.add(c[t.code])
+        struct_fields = {f for f, _, _ in lay.fields[t.struct]} | {f for f, _, _ in lay.fields["vt_hdr"]}
+        added = {"pid", "comm", "err"} | {f for f, _ in t.flags}
+        for f, _ in t.fields:
+            assert f in struct_fields or f in added, (t.name, f)
+        for _, macro in t.flags:
+            assert macro in c
+        for f, words in t.enums:
+            assert f in struct_fields
+            assert all(m in c for m, _ in words)
+            assert len({c[m] for m, _ in words}) == len(words)  # no two words for one number
+    assert seen == codes
+
+
+@pytest.mark.parametrize("name", sorted(events.SCHEMA))
+def test_validator_rejects_each_missing_required_field(name):
+    t = events.SCHEMA[name]
+    sample = {"type": name}
+    good = {"int": 1, "int?": 1, "u64": 5, "u64?": 5, "str": "x", "str?": "x", "str|null": None, "words": ["a"]}
+    for f, kind in t.fields:
+        sample[f] = good[kind]
+    assert events.valid_event(sample)
+    for f, kind in t.fields:
+        broken = {k: v for k, v in sample.items() if k != f}
+        # optional kinds may be absent; the others may not
+        assert events.valid_event(broken) == (kind.endswith("?") or kind == "str|null"), (name, f)
+        assert not events.valid_event({**sample, f: 1.5}), (name, f)
+
+
+def test_fork_probe_words_come_from_the_header():
+    lay = events.layout()
+    c = lay.constants
+    rec = lay.structs["vt_fork"]()
+    rec.h.type = c["VT_EV_FORK"]
+    rec.probe = c["VT_PROBE_DUP_MMAP_WINDOW"]
+    assert events.decode(bytes(rec))["probe"] == "uprobe_dup_mmap_window"
+    rec.probe = 99
+    assert events.decode(bytes(rec))["probe"] == "99"

@@ -2,7 +2,8 @@
 
 import json
 
-from vmatrace_bpf.aggregate import regression, section_label
+from vmatrace_bpf.aggregate import regression
+from vmatrace_bpf.forkhist import section_label
 from vmatrace_bpf.forkbench import stats_ms
 from vmatrace_bpf.render import bench_text as render, forklat_json as render_json, forklat_text as render_text
 

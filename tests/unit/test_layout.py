@@ -51,13 +51,17 @@ def test_every_field_offset_and_size_matches_c(tmp_path):
 
 def test_every_event_type_decodes():
     lay = events.layout()
-    for num, (tname, sname) in events._types().items():
+    kernel_types = [t for t in events.SCHEMA.values() if t.code]
+    assert len(kernel_types) == 6
+    for t in kernel_types:
+        tname, sname = t.name, t.struct
         rec = lay.structs[sname]()
-        rec.h.type = num
+        rec.h.type = lay.constants[t.code]
         rec.h.pid = 42
         rec.h.comm = b"worker"
         ev = events.decode(bytes(rec))
         assert ev["type"] == tname and ev["pid"] == 42 and ev["comm"] == "worker"
+        assert events.valid_event(ev), tname  # what the kernel sends, the reader accepts
 
 
 def test_header_parser_rejects_unsupported_fields():

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmatrace_bpf.commands import maps as maps_cmd
+from vmatrace_bpf import procmaps as maps_cmd
 from vmatrace_bpf.commands.maps import maps
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

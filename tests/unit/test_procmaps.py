@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from vmatrace_bpf.errors import VmabpfError
 from vmatrace_bpf.escape import escape
-from vmatrace_bpf.procmaps import category, fragments, group, parse
+from vmatrace_bpf.categories import category
+from vmatrace_bpf.procmaps import fragments, group, parse
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "smaps")
 SMAPS = sorted(glob.glob(os.path.join(DATA, "*.smaps")))

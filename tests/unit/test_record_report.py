@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO
-from vmatrace_bpf import reader as report_cmd
+from vmatrace_bpf import events
+from vmatrace_bpf import reader
 from vmatrace_bpf.errors import VmabpfError
 from vmatrace_bpf.recording import RecordWriter, make_header
 from vmatrace_bpf.aggregate import Aggregator
@@ -462,7 +463,7 @@ def test_batch_decoding_equals_line_by_line(tmp_path, monkeypatch):
             e = json.loads(ln)
         except ValueError:
             continue
-        if isinstance(e, dict) and report_cmd.valid_event(e):
+        if isinstance(e, dict) and events.valid_event(e):
             want.append(e)
     assert got == want
 
@@ -510,11 +511,11 @@ def test_parallel_read_equals_one_pass(tmp_path, monkeypatch):
         lines.insert(i, b'{"type":"merge","pid":1}\n')
     lines[-1] = lines[-1][:-9]  # truncated footer
     p.write_bytes(b"".join(lines))
-    monkeypatch.setattr(report_cmd, "PART_MIN_BYTES", 64 << 10)
+    monkeypatch.setattr(reader, "PART_MIN_BYTES", 64 << 10)
     w1, w3 = [], []
     one = build_report([str(p)], warn=w1.append, jobs=1)
     three = build_report([str(p)], warn=w3.append, jobs=3)
-    assert report_cmd.jobs_for(str(p), 3) == 3
+    assert reader.jobs_for(str(p), 3) == 3
     assert three[:2] == one[:2] and w3 == w1
     assert [w.split(":")[1] for w in w1[:5]] == ["8", "5001", "12002", "20000", str(len(lines))]
     # two files: live name objects and comm carry over from one to the next as in one pass

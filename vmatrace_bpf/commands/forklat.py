@@ -13,10 +13,10 @@ import time
 
 import click
 
-from ..aggregate import FORKLAT_BY, fork_histograms
+from ..forkhist import FORKLAT_BY, fork_histograms
 from ..errors import VmabpfError, one_line_errors
 from ..loader import Tracer, build_defines, ebpf_text
-from ..options import COUNT, PID, SECONDS
+from ..options import PID, duration_option, ebpf_option, interval_count_arguments
 from ..render import FORKLAT_UNITS, forklat_json, forklat_text
 from ..session import StopFlag, ebpf_plan, prepare, trace_loop
 
@@ -29,10 +29,9 @@ from ..session import StopFlag, ebpf_plan, prepare, trace_loop
 @click.option("--by", type=click.Choice(sorted(FORKLAT_BY)), default="vmas", show_default=True,
               help="one histogram per log2 VMA count, per named/unnamed process, or per comm")
 @click.option("-T", "--timestamp", is_flag=True, help="print a timestamp before each interval")
-@click.option("--duration", type=SECONDS, help="stop after this many seconds")
-@click.option("--ebpf", is_flag=True, help="print the BPF program and exit")
-@click.argument("interval", required=False, type=SECONDS)
-@click.argument("count", required=False, type=COUNT)
+@duration_option
+@ebpf_option
+@interval_count_arguments
 @one_line_errors
 def forklat(pid, milliseconds, microseconds, as_json, by, timestamp, duration, ebpf, interval, count):
     """Fork latency (dup_mmap) as log2 histograms, by VMA count, named/unnamed or comm.

@@ -7,7 +7,7 @@ import click
 from ..errors import VmabpfError, one_line_errors
 from ..escape import escape
 from ..loader import Tracer
-from ..options import PID, SECONDS
+from ..options import PID, children_option, duration_option, force_option, replace_option
 from ..recording import RecordWriter, make_header, open_output
 from ..session import StopFlag, missing_note, prepare, trace_loop
 
@@ -15,12 +15,11 @@ from ..session import StopFlag, missing_note, prepare, trace_loop
 @click.command()
 @click.option("-o", "--output", required=True, metavar="FILE",
               help="the recording (JSON Lines), a new file; - for stdout")
-@click.option("--replace", is_flag=True, help="replace FILE if it exists (once the new recording ends)")
+@replace_option("FILE")
 @click.option("-p", "--pid", type=PID, help="record this process (TGID); default: every process")
-@click.option("--children", is_flag=True, help="follow processes it forks")
-@click.option("--duration", type=SECONDS, help="stop after this many seconds")
-@click.option("--force", multiple=True, metavar="CAP=VARIANT",
-              help="pin a capability to a variant of the attach plan (see doctor)")
+@children_option
+@duration_option
+@force_option
 @one_line_errors
 def record(output, replace, pid, children, duration, force):
     """Record named-VMA events to FILE (JSON Lines: header, events, footer)

@@ -13,7 +13,7 @@ import click
 
 from ..errors import VmabpfError, one_line_errors
 from ..chrome import chrome_trace
-from ..options import PID
+from ..options import PID, replace_option
 from ..outfile import OutputFile
 from ..reader import read_recordings
 from ..escape import escape
@@ -26,7 +26,7 @@ from ..render import report_json, report_table
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "chrome"]), default=None,
               help="table (default), json, or chrome (trace-event JSON for ui.perfetto.dev / chrome://tracing)")
 @click.option("-o", "--output", metavar="OUT", help="write the report to OUT instead of stdout (a new file)")
-@click.option("--replace", is_flag=True, help="with -o: replace OUT if it exists (once the new one is complete)")
+@replace_option("OUT (with -o)")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
               help="the table shows the N most active processes (0: all); -j always gives every one")
 @one_line_errors

@@ -10,7 +10,7 @@ import click
 from ..aggregate import Aggregator
 from ..errors import VmabpfError, one_line_errors
 from ..loader import Tracer, build_defines, ebpf_text
-from ..options import COUNT, PID, SECONDS
+from ..options import PID, children_option, duration_option, ebpf_option, force_option, interval_count_arguments
 from ..render import event_header, event_line, summary_table
 from ..session import StopFlag, ebpf_plan, missing_note, prepare, trace_loop
 
@@ -18,16 +18,14 @@ from ..session import StopFlag, ebpf_plan, missing_note, prepare, trace_loop
 @click.command()
 @click.option("-p", "--pid", type=PID, help="trace this process (TGID)")
 @click.option("-t", "--tid", type=PID, help="only this thread of it")
-@click.option("--children", is_flag=True, help="follow processes it forks")
+@children_option
 @click.option("-j", "--json", "as_json", is_flag=True, help="JSON Lines: one event per line, then a summary")
 @click.option("-T", "--timestamp", is_flag=True, help="print a time column (seconds since start)")
 @click.option("-v", "--verbose", is_flag=True, help="full names and neighbours (lines wider than 80)")
-@click.option("--duration", type=SECONDS, help="stop after this many seconds")
-@click.option("--ebpf", is_flag=True, help="print the BPF program and exit")
-@click.option("--force", multiple=True, metavar="CAP=VARIANT",
-              help="pin a capability to a variant of the attach plan (see doctor), e.g. fork=uprobe_dup_mmap-window")
-@click.argument("interval", required=False, type=SECONDS)
-@click.argument("count", required=False, type=COUNT)
+@duration_option
+@ebpf_option
+@force_option
+@interval_count_arguments
 @one_line_errors
 def watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force, interval, count):
     """Live events for one process: names set and rejected, merges (merged or why
