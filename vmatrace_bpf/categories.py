@@ -50,6 +50,13 @@ def family(name: str) -> str:
     return f
 
 
+# [anon:NAME] rules in order: the first family whose prefixes NAME starts with (glibc and Go give their names a
+# leading space: "[anon: glibc: malloc arena]", "[anon: Go: heap]")
+_ANON_FAMILIES = (("glibc", (" glibc: ",)), ("Go runtime", (" Go: ",)), ("mimalloc", ("mimalloc",)),
+                  ("scudo", ("scudo:",)), ("GWP-ASan", ("GWP-ASan",)), ("bionic", _BIONIC_PREFIXES),
+                  ("ART", ("dalvik-", "ART ", "art-")))
+
+
 def _family(name: str) -> str:
     if name.endswith(" (deleted)"):
         name = name[: -len(" (deleted)")]
@@ -57,20 +64,9 @@ def _family(name: str) -> str:
         return "unnamed anon"
     if name.startswith("[anon:") and name.endswith("]"):
         inner = name[len("[anon:"):-1]
-        if inner.startswith(" glibc: "):        # glibc and Go give their names a leading space
-            return "glibc"
-        if inner.startswith(" Go: "):
-            return "Go runtime"
-        if inner.startswith("mimalloc"):
-            return "mimalloc"
-        if inner.startswith("scudo:"):
-            return "scudo"
-        if inner.startswith("GWP-ASan"):
-            return "GWP-ASan"
-        if inner.startswith(_BIONIC_PREFIXES):
-            return "bionic"
-        if inner.startswith(("dalvik-", "ART ", "art-")):
-            return "ART"
+        for fam, prefixes in _ANON_FAMILIES:
+            if inner.startswith(prefixes):
+                return fam
         return "other named"
     if name.startswith("[anon_shmem:") or name.startswith("[anon:"):
         return "other named"
