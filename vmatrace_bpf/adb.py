@@ -15,9 +15,11 @@ No shell on the host: adb is run from an argument list.
 from __future__ import annotations
 
 import os
+import selectors
 import shlex
 import shutil
 import subprocess
+import time
 from typing import Callable, Optional, Tuple
 
 from .errors import VmabpfError
@@ -63,8 +65,6 @@ def adb_error(stderr: str, serial: Optional[str]) -> Optional[str]:
 def shell(adb: str, serial: Optional[str], command: str, what: str = "one process's smaps") -> Tuple[int, str, str]:
     """(exit status, stdout, stderr) of `adb shell COMMAND`: bounded in time (ADB_TIMEOUT) and in size
     (MAX_ADB_BYTES; a device that never stops talking is cut off, not read until memory runs out)."""
-    import selectors
-    import time
     argv = [adb] + (["-s", serial] if serial else []) + ["shell", command]
     try:
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)

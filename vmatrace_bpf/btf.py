@@ -16,6 +16,9 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from .errors import VmabpfError
+from .inputs import read_regular
+
 BTF_MAGIC = 0xEB9F
 
 # BTF_KIND_* and the size of the data that follows each btf_type record.
@@ -110,8 +113,6 @@ class BTF:
     @classmethod
     def from_file(cls, path: str) -> "BTF":
         """BTF from PATH (a regular file of at most MAX_BYTES); BTFError for anything malformed."""
-        from .errors import VmabpfError
-        from .inputs import read_regular
         try:
             return cls(read_regular(path, "a BTF file", MAX_BYTES))
         except VmabpfError as e:

@@ -8,12 +8,14 @@ before loading BPF, so that every command fails with the same words as the docto
 from __future__ import annotations
 
 import ctypes
+import errno as _errno
 import mmap
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from .kernel import KernelInfo
+from .loader import bcc_info, support_kfunc
 from .plan import Plan, choose
 from .workload import set_name  # the one prctl(PR_SET_VMA, ...) wrapper on the Python side
 
@@ -78,7 +80,6 @@ def check_anon_names(kinfo: KernelInfo, live: bool) -> Check:
             parts.append("prctl(PR_SET_VMA_ANON_NAME) works")
             ok = True
         elif err is not None:
-            import errno as _errno
             parts.append(f"prctl(PR_SET_VMA_ANON_NAME) fails with {_errno.errorcode.get(err, err)}"
                          + (" (naming compiled out)" if err == _errno.EINVAL else ""))
             ok = False
@@ -162,7 +163,6 @@ def check_fentry(kinfo: KernelInfo, bcc_ok: bool) -> Check:
         return Check("fentry", False, "needs BTF", "CONFIG_DEBUG_INFO_BTF=y")
     if not bcc_ok:
         return Check("fentry", None, "cannot tell without bcc")
-    from .loader import support_kfunc
     ok = support_kfunc()
     return Check("fentry", ok, "bcc reports fentry/fexit support" if ok else "bcc reports no fentry support "
                  "(kprobes are used)")
@@ -231,7 +231,6 @@ def check_plan(plan: Plan) -> Check:
 
 
 def diagnose(kinfo: KernelInfo, live: bool = True) -> Report:
-    from .loader import bcc_info
     plan = choose(kinfo)
     checks = [check_anon_names(kinfo, live), check_kprobes(kinfo), check_kallsyms(kinfo), check_tracepoints(kinfo),
               check_btf(kinfo), check_headers(kinfo)]

@@ -4,6 +4,9 @@ exit, never a traceback."""
 
 from __future__ import annotations
 
+import faulthandler
+import importlib
+import signal
 import sys
 
 import click
@@ -31,7 +34,6 @@ COMMANDS = {
 
 
 def load_command(name: str) -> click.Command:
-    import importlib
     return getattr(importlib.import_module(f".commands.{name}", __package__), name)
 
 
@@ -66,8 +68,6 @@ def main():
 def run():
     """The `vmabpf` program.  `kill -USR1 PID` prints where it is (its Python stacks, on stderr)
     and it goes on: for finding out what a stuck trace waits for."""
-    import faulthandler
-    import signal
     try:
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     except (AttributeError, ValueError, OSError):  # no SIGUSR1, or stderr without a file descriptor

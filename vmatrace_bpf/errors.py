@@ -3,6 +3,10 @@
 import functools
 import sys
 
+import click
+
+from .escape import escape
+
 
 class VmabpfError(Exception):
     """Shown to the user as 'vmabpf: <message>' with exit status EXIT_CODE."""
@@ -18,9 +22,7 @@ class VmabpfError(Exception):
 def fail(message: str, code: int = 1):
     """Say MESSAGE as 'vmabpf: MESSAGE' on stderr, escaped (it may quote a file name, a line of a
     file, a device's answer), and exit with CODE."""
-    import click
 
-    from .escape import escape
     click.echo(f"vmabpf: {escape(message)}", err=True)
     sys.exit(code)
 

@@ -17,6 +17,8 @@ from functools import cached_property
 from typing import Dict, List, Optional, Set
 
 from .btf import BTF, BTFError
+from .errors import VmabpfError
+from .inputs import lines, open_regular
 
 TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -233,8 +235,6 @@ _KALLSYMS_LINE = re.compile(rb"^[0-9a-fA-F]{1,16} [a-zA-Z?] \S+")
 def check_saved_files(files: KernelFiles) -> None:
     """Every saved file named for an offline plan must exist, be a regular file and parse:
     VmabpfError with one line saying which and why (never silently planned without it)."""
-    from .errors import VmabpfError
-    from .inputs import lines, open_regular
 
     def scan(path: str, what: str, good) -> None:
         with open_regular(path, what) as f:

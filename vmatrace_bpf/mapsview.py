@@ -3,12 +3,14 @@ the across-processes and diff tables live in mapsall.py."""
 
 from __future__ import annotations
 
+from tabulate import tabulate
+
 from .escape import escape
+from .mapsall import _about as about, per_process, rows
 from .procmaps import SMAPS_COLUMNS, ProcMaps, fragments, group
 
 
 def render_table(pm: ProcMaps, by: str, sort: str) -> str:
-    from tabulate import tabulate
 
     rows, total = group(pm, by=by, sort=sort)
     cols = ["#", "Virtual kB"] + ([f"{c} kB" for c in SMAPS_COLUMNS] if pm.has_fields else [])
@@ -30,7 +32,6 @@ def _addr(a: int) -> str:
 
 
 def render_fragments(pm: ProcMaps) -> str:
-    from tabulate import tabulate
 
     f = fragments(pm)
     lines = [f"{f.vmas_in_runs} of {f.vmas_total} VMAs are in {len(f.name_runs)} runs of adjacent anonymous "
@@ -80,8 +81,6 @@ def _about(s) -> str:
 
 
 def render_across(a, pattern, sort, breakdown: bool) -> str:
-    from tabulate import tabulate
-    from .mapsall import per_process, rows
 
     s = a.snapshot
     head = ["name" if a.by == "name" else "family", "procs", "VMAs", "Rss kB", "Pss kB", "Private kB", "Swap kB",
@@ -114,7 +113,6 @@ def render_across(a, pattern, sort, breakdown: bool) -> str:
 
 
 def across_json(a, pattern, sort, breakdown: bool) -> dict:
-    from .mapsall import _about as about, per_process, rows
 
     out = {"snapshot": dict(about(a), source=escape(a.snapshot.source), kernel=escape(a.snapshot.kernel)),
            "by": a.by, "sort": sort, "pattern": pattern, "rows": [],
@@ -135,7 +133,6 @@ def _signed(n: int) -> str:
 
 
 def render_diff(d: dict, limit: int = 40) -> str:
-    from tabulate import tabulate
 
     o, n = d["old"], d["new"]
     lines = [f"old: {escape(o['source'])} {o['time']} ({o['processes']} processes)",

@@ -27,6 +27,7 @@ mapsall.py.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from array import array
@@ -34,7 +35,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from .categories import category, family
 from .errors import VmabpfError
+from .inputs import open_regular, read_regular
 
 #: The columns of the per-name table, as smaps names them (all kB).
 SMAPS_COLUMNS = ("Rss", "Pss", "Private_Dirty", "Swap", "SwapPss")
@@ -172,7 +175,6 @@ def decode(data: bytes) -> str:
 
 def read_file(path: str) -> str:
     """The text of a saved maps/smaps file; VmabpfError if it cannot be read."""
-    from .inputs import read_regular
     try:
         data = read_regular(path, "a maps/smaps file", MAX_SMAPS_BYTES)
     except OSError as e:
@@ -476,13 +478,11 @@ class _no_gc:
     over 100k new objects cost ~20% of the parse (measured with benchmarks/maps_parse.py)."""
 
     def __enter__(self):
-        import gc
         self.was = gc.isenabled()
         gc.disable()
 
     def __exit__(self, *exc):
         if self.was:
-            import gc
             gc.enable()
 
 
@@ -521,7 +521,6 @@ def _stream(p: "_Parser", chunks: Iterable[bytes]) -> ProcMaps:
 
 def parse_file(path: str) -> ProcMaps:
     """Parse a saved maps/smaps file, streamed from disk (never whole in memory)."""
-    from .inputs import open_regular
     with open_regular(path, "a maps/smaps file") as f:
         def chunks() -> Iterator[bytes]:
             total = 0
@@ -614,13 +613,11 @@ def group(pm: ProcMaps, by: str = "name", sort: str = "pss") -> Tuple[List[Row],
     if sort not in SORT_KEYS:
         raise VmabpfError(f"unknown sort key {sort!r} (one of {', '.join(SORT_KEYS)})")
     if by == "family":
-        from .categories import family
         key = family
     elif by == "name":
         def key(name: str) -> str:
             return name or UNNAMED
     else:
-        from .categories import category
         cache: Dict[str, str] = {}
 
         def key(name: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import re
 import stat
@@ -358,7 +359,6 @@ def jobs_for(path: str, jobs: Optional[int] = None) -> int:
 def _read_parallel(rf: RecordFile, agg, n: int) -> bool:
     """Read RF's file in N parts: part 0 here, the others in worker processes, merged in file order
     (Aggregator.merge: the same numbers as one pass).  False if it could not (then read it in one pass)."""
-    import multiprocessing
     size = os.stat(rf.path).st_size
     bounds = _part_bounds(rf.path, size, n)
     if len(bounds) < 3:

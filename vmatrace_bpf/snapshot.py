@@ -23,7 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from . import adb as adbmod
 from .errors import VmabpfError
+from .inputs import read_regular
+from .outfile import OutputFile
 from .procmaps import decode
 
 FORMAT = "vmabpf-maps-snapshot"
@@ -136,7 +139,6 @@ def parse_device_output(out: str, source: str) -> Snapshot:
 def from_adb(serial: Optional[str] = None, adb: Optional[str] = None) -> Snapshot:
     """All processes of a device in one adb round trip, as root if adb root or su allows it
     (otherwise the shell user's, with the rest listed as unreadable)."""
-    from . import adb as adbmod
     exe = adbmod.find_adb(adb)
     source = f"adb:{serial}" if serial else "adb"
     command = "sh -c " + shlex.quote(DEVICE_SCRIPT)
@@ -159,7 +161,6 @@ def from_adb(serial: Optional[str] = None, adb: Optional[str] = None) -> Snapsho
 
 # -- files ------------------------------------------------------------------------------
 def save(snap: Snapshot, path: str, force: bool = False) -> None:
-    from .outfile import OutputFile
     out = OutputFile(path, force=force)
     fp = out.open()
     try:
@@ -172,7 +173,6 @@ def save(snap: Snapshot, path: str, force: bool = False) -> None:
 
 
 def load(path: str) -> Snapshot:
-    from .inputs import read_regular
     try:
         data = read_regular(path, "a vmabpf maps snapshot", MAX_SNAPSHOT_BYTES)
     except OSError as e:

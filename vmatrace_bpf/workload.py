@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import faulthandler
 import json
 import mmap
 import os
+import signal
 import sys
 import time
 from typing import Dict, List, Optional
@@ -232,8 +234,6 @@ def main(argv: List[str]) -> int:
         print(f"usage: python3 -m vmatrace_bpf.workload {{{'|'.join(SCENARIOS)}}} [--wait]", file=sys.stderr)
         return 2
     if "--wait" in argv:
-        import faulthandler
-        import signal
         faulthandler.register(signal.SIGUSR1)  # a test harness can ask where it is stuck
         print(json.dumps({"pid": os.getpid(), "ready": True}), flush=True)
         sys.stdin.readline()

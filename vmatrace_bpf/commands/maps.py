@@ -5,12 +5,15 @@ compared (--diff, or --interval/--count live).  No BPF, no root for one's own pr
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Optional, Sequence
 
 import click
 
+from .. import mapsall, mapsview, snapshot
+from ..adb import read_smaps
 from ..errors import VmabpfError, one_line_errors
 from ..escape import escape
 from ..options import PID, replace_option
@@ -26,15 +29,12 @@ def _fail(msg: str):
 
 def _collect(pid, use_adb, serial, all_procs):
     """A snapshot.Snapshot of what the options name: one process or all, host or device."""
-    from .. import snapshot
     if all_procs:
         return snapshot.from_adb(serial) if use_adb else snapshot.from_host()
     if use_adb:
-        from ..adb import read_smaps
         text, source = read_smaps(pid, serial)
     else:
         text, source = read_pid(pid)
-    import os
     snap = snapshot.Snapshot(source, time.time(), "" if use_adb else os.uname().release,
                              False if use_adb else os.geteuid() == 0, [snapshot.Proc(pid, "", text)])
     return snap
@@ -95,7 +95,6 @@ def maps(pid, path, use_adb, serial, all_procs, pattern, save_path, replace, dif
         _fail(f"--sort {sort} needs --all")
     if by == "category" and (all_procs or diff_paths or interval is not None):
         _fail("--by category is per process; across processes use --by name or --by family")
-    from .. import mapsall, mapsview, snapshot
     if diff_paths:
         old, new = (mapsall.across(snapshot.load(p), by) for p in diff_paths)
         _print_diff(mapsall.diff(old, new), as_json)
@@ -139,7 +138,6 @@ def maps(pid, path, use_adb, serial, all_procs, pattern, save_path, replace, dif
 
 
 def _print_diff(d: dict, as_json: bool) -> None:
-    from .. import mapsview
     if as_json:
         click.echo(json.dumps(mapsview.diff_json(d), indent=1, allow_nan=False))
     else:
