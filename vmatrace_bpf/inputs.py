@@ -7,11 +7,27 @@ and no line may be longer than a limit far above anything real.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from typing import BinaryIO, Iterator
 
 from .errors import VmabpfError
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:20]} is out of range")  # 1e400: would be printed as Infinity
+    return v
+
+
+# NaN/Infinity are not JSON (Python's json accepts them), nor is a number too large for a double: the
+# files vmabpf writes (recordings, maps snapshots) never hold them, so a file that does is refused
+STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 
 MAX_LINE = 1 << 20  # bytes; the longest real lines (smaps paths, recordings' merge events) are < 1 KiB
 

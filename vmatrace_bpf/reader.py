@@ -15,7 +15,6 @@ state of ``RecordFile``: strict validation, batched decoding (the speed of
 from __future__ import annotations
 
 import io
-import json
 import multiprocessing
 import os
 import re
@@ -28,7 +27,7 @@ import click
 from .aggregate import Aggregator
 from .events import VALIDATORS
 from .errors import VmabpfError
-from .inputs import MAX_LINE, open_regular
+from .inputs import MAX_LINE, STRICT_JSON, open_regular
 from .recording import FORMAT, VERSION
 
 MAX_WARNINGS = 10  # per file; the rest are counted
@@ -45,20 +44,7 @@ class NotARecordError(RecordReadError):
 _U64 = 1 << 64
 
 
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    v = float(text)
-    if v != v or v in (float("inf"), float("-inf")):
-        raise ValueError(f"{text[:20]} is out of range")  # 1e400: would be printed as Infinity
-    return v
-
-
-# NaN/Infinity are not JSON (Python's json accepts them), nor is a number too large for a double:
-# a recording never holds them, and the line is refused (with its number) instead
-_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+_DECODER = STRICT_JSON
 _SCAN = _DECODER.scan_once
 _OBJ_COMMA = re.compile(rb"\}\s*,")
 _BATCH_BYTES = 32768  # bytes read per batch: ~100 events

@@ -25,7 +25,7 @@ from typing import List, Optional
 
 from . import adb as adbmod
 from .errors import VmabpfError
-from .inputs import read_regular
+from .inputs import STRICT_JSON, read_regular
 from .outfile import OutputFile
 from .procmaps import decode
 
@@ -178,7 +178,7 @@ def load(path: str) -> Snapshot:
     except OSError as e:
         raise VmabpfError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
-        j = json.loads(decode(data))
+        j = STRICT_JSON.decode(decode(data))
     except ValueError as e:
         raise VmabpfError(f"{path}: not a vmabpf maps snapshot (not JSON: {e})") from None
     if not isinstance(j, dict) or j.get("format") != FORMAT:
@@ -188,6 +188,8 @@ def load(path: str) -> Snapshot:
         raise VmabpfError(f"{path}: snapshot version {j.get('version')!r}, this vmabpf reads {VERSION}")
     try:
         procs = [Proc(int(p["pid"]), str(p["comm"]), str(p["smaps"])) for p in j["processes"]]
+        if not 0 <= float(j["unix_time"]) < 1e11:  # a time gmtime() can print
+            raise ValueError(f"unix_time {j['unix_time']!r} is out of range")
         return Snapshot(str(j["source"]), float(j["unix_time"]), str(j["kernel"]), bool(j["root"]), procs,
                         [int(x) for x in j.get("unreadable", [])])
     except (KeyError, TypeError, ValueError) as e:

@@ -176,6 +176,21 @@ def test_bad_snapshot_one_line(tmp_path, content, msg):
     assert p.returncode == 1 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("time_text,msg", [("NaN", "NaN is not JSON"), ("1e999", "out of range"),
+                                           ("1e300", "unix_time 1e+300 is out of range"), ("-5", "out of range")])
+def test_hostile_snapshot_time_is_one_line(device, tmp_path, time_text, msg):
+    device["FAKE_ADB_ROOT"] = "1"
+    f = tmp_path / "s.json"
+    assert run("--all", "--adb", "--save", str(f), env=device).returncode == 0
+    j = json.loads(f.read_text())
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(j).replace(f'"unix_time": {json.dumps(j["unix_time"])}', f'"unix_time": {time_text}'))
+    assert time_text in bad.read_text()
+    for args in (("--diff", str(f), str(bad)), ("--diff", str(f), str(bad), "-j")):
+        p = run(*args)
+        assert p.returncode == 1 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
 def test_live_interval_diff_of_own_process():
     p = run(str(os.getpid()), "--interval", "0.1", "--count", "2", "-j")
     assert p.returncode == 0, p.stderr
