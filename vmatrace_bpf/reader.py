@@ -41,7 +41,6 @@ class NotARecordError(RecordReadError):
     """Not a vmabpf recording (nor watch -j output) at all."""
 
 
-_U64 = 1 << 64
 
 
 _DECODER = STRICT_JSON
