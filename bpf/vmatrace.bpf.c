@@ -15,16 +15,9 @@
 #include <linux/mm_types.h>
 #include "vmatrace.h"
 
-/* <linux/mm.h> does not compile for the BPF target on 7.x (a static_assert
- * on struct filename's size), so the few vm_flags bits used are spelled out;
- * they have kept these values since 2.6. */
-#define VT_VM_IO 0x00004000ULL
-#define VT_VM_PFNMAP 0x00000400ULL
-#define VT_VM_DONTEXPAND 0x00040000ULL
-#define VT_VM_MIXEDMAP 0x10000000ULL
-#define VT_VM_SPECIAL (VT_VM_IO | VT_VM_DONTEXPAND | VT_VM_PFNMAP | VT_VM_MIXEDMAP)
+/* The vm_flags bits of the merge test: VT_VM_SPECIAL and VT_VM_SOFTDIRTY_BIT in vmatrace.h. */
 #ifdef CONFIG_MEM_SOFT_DIRTY
-#define VT_VM_SOFTDIRTY 0x08000000ULL
+#define VT_VM_SOFTDIRTY ((u64)VT_VM_SOFTDIRTY_BIT)
 #else
 #define VT_VM_SOFTDIRTY 0ULL
 #endif
@@ -212,7 +205,7 @@ static __always_inline u32 neighbour_cause(struct vm_area_struct *nb, u64 nb_sta
 	u64 flags = rd64(&nb->vm_flags);
 	if ((flags ^ req->vm_flags) & ~VT_IGNORE_MERGE_FLAGS)
 		cause |= VT_CAUSE_FLAGS;
-	if ((flags | req->vm_flags) & VT_VM_SPECIAL)
+	if ((flags | req->vm_flags) & (u64)VT_VM_SPECIAL)
 		cause |= VT_CAUSE_SPECIAL;
 	struct file *file = (struct file *)rd64(&nb->vm_file);
 	if (file != req->file)

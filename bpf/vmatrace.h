@@ -25,6 +25,11 @@ typedef int64_t s64;
 #define VT_PR_SET_VMA 0x53564d41
 #define VT_PR_SET_VMA_ANON_NAME 0
 
+/* vm_flags bits of the merge test (include/linux/mm.h; these values since 2.6).  <linux/mm.h> does not
+ * compile for the BPF target on 7.x, and the tracefs backend computes the merge causes on the host. */
+#define VT_VM_SPECIAL 0x10044400        /* VM_IO 0x4000 | VM_DONTEXPAND 0x40000 | VM_PFNMAP 0x400 | VM_MIXEDMAP 0x10000000 */
+#define VT_VM_SOFTDIRTY_BIT 0x08000000  /* VM_SOFTDIRTY with CONFIG_MEM_SOFT_DIRTY (ignored by the merge test) */
+
 /* event types */
 #define VT_EV_NAME_SET 1
 #define VT_EV_MERGE 2

@@ -47,6 +47,10 @@ class Probe:
     macro: str = ""  # defined (=1) for the BPF program when this probe is attached
     args: str = ""
     ret: str = ""
+    # the tracefs backend can place it (kprobe_events/kretprobe or a tracepoint it reads by field);
+    # False: BPF only (fexit, a tracepoint whose use needs a BPF map), with the reason
+    tracefs: bool = True
+    tracefs_note: str = ""
 
     def params(self) -> List[Tuple[str, int]]:
         """[(name, 1-based position)] from ARGS."""
@@ -89,6 +93,8 @@ class Variant:
     offsets: Tuple[Offset, ...] = ()
     # without BTF: accepted only on this evidence (None: never; the signatures need BTF)
     without_btf: Optional[Evidence] = None
+    # why the tracefs backend cannot use this variant ("" = it can, probe by probe)
+    not_tracefs: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,9 @@ CAPABILITIES: Tuple[Capability, ...] = (
             Variant("syscall-tracepoints", "PRCTL_TRACEPOINT",
                     (Probe("tracepoint", ("syscalls:sys_enter_prctl",), "tp_prctl_enter"),
                      Probe("tracepoint", ("syscalls:sys_exit_prctl",), "tp_prctl_exit")),
-                    "syscall tracepoints (CONFIG_FTRACE_SYSCALLS): fields by name, no function read"),
+                    "syscall tracepoints (CONFIG_FTRACE_SYSCALLS): fields by name, no function read",
+                    not_tracefs="a syscall tracepoint gives the name's user address, not the string (a kprobe "
+                                "fetch-arg reads it: ustring)"),
             Variant("syscall-kprobe", "PRCTL_KPROBE",
                     _kp("kp_prctl_enter", "kr_prctl_exit", "@syscall:prctl", args="regs@1", ret="long int"),
                     "kprobe on the arch's pt_regs syscall wrapper (__x64_sys_prctl since 4.17, commit fa697140f9a2 "
@@ -222,7 +230,8 @@ CAPABILITIES: Tuple[Capability, ...] = (
                     + _kp("kp_dup_mmap_end", None, "uprobe_end_dup_mmap")
                     + (Probe("tracepoint", ("sched:sched_process_fork",), "tp_sched_fork"),),
                     "dup_mmap inlined: the uprobe_start_dup_mmap()..uprobe_end_dup_mmap() calls bracket it "
-                    "(no arguments read: the parent's mm is current->mm)"),
+                    "(no arguments read: the parent's mm is current->mm)",
+                    not_tracefs="map_count is read from current->mm, which a kprobe fetch-arg cannot reach"),
         ),
         "dup_mmap is inlined and the uprobe_*_dup_mmap bracket is missing (CONFIG_UPROBES?)"),
     Capability(
@@ -231,7 +240,8 @@ CAPABILITIES: Tuple[Capability, ...] = (
             Variant("vm_area_dup-fexit", "VMA_DUP_KRETFUNC",
                     (Probe("kretfunc", ("vm_area_dup",), "kretfunc__vmlinux__vm_area_dup", args="orig@1", ret=_VMA),),
                     "fexit (BPF trampoline, x86_64 with BTF): far cheaper than a kretprobe on a function "
-                    "called once per VMA in fork"),
+                    "called once per VMA in fork",
+                    not_tracefs="fexit is a BPF program"),
             Variant("vm_area_dup", "VMA_DUP_PROBE",
                     (Probe("kretprobe", ("vm_area_dup",), "kr_vm_area_dup", ret=_VMA),),
                     "vm_area_dup() copies the anon_name pointer and takes a reference: dup_anon_vma_name(), 5.17 "
@@ -253,10 +263,15 @@ CAPABILITIES: Tuple[Capability, ...] = (
         (
             Variant("anon_vma_name_free", "NAME_FREE_PROBE",
                     (Probe("kprobe", ("anon_vma_name_free",), "kp_name_free", args="kref@1"),
-                     Probe("tracepoint", ("kmem:kfree",), "tp_kfree", optional=True, macro="NAME_FREE_KFREE")),
+                     Probe("tracepoint", ("kmem:kfree",), "tp_kfree", optional=True, macro="NAME_FREE_KFREE",
+                           tracefs=False)),
                     "anon_vma_name_free(kref), the kref release function (named so by commit 5c26f6ac9416, 5.17); the compiler may also inline it "
                     "into callers in mm/madvise.c (7.x: set_anon_vma_name), so kfree() of a name object seen "
                     "allocated is watched too",
+                    not_tracefs="where the compiler inlined anon_vma_name_free into its callers only kfree() "
+                                "shows the free, and tracefs cannot pick the name objects out of every kfree() "
+                                "(BPF keeps the live ones in a map): frees would be undercounted, so they are not "
+                                "traced with tracefs",
                     without_btf=_STABLE),
         ),
         "anon_vma_name_free is not traceable (CONFIG_ANON_VMA_NAME off?)"),
@@ -313,6 +328,7 @@ class Plan:
     arch: str
     choices: Dict[str, Choice]
     ringbuf: bool = False  # events through the BPF ring buffer (else the perf buffer): has_ringbuf()
+    backend: str = "bcc"  # "bcc" (BPF programs) or "tracefs" (kprobe_events in an instance of its own)
 
     def defines(self) -> Dict[str, int]:
         out: Dict[str, int] = {}
@@ -339,7 +355,7 @@ class Plan:
                 if ch.forced and not ch.ok and ch.rejected]
 
     def to_json(self) -> dict:
-        return {"release": self.release, "arch": self.arch,
+        return {"release": self.release, "arch": self.arch, "backend": self.backend,
                 "capabilities": [ch.to_json() for ch in self.choices.values()]}
 
 
@@ -522,13 +538,16 @@ def _add_checked(checked: List[str], note: str) -> None:
     checked.append(note)
 
 
-def _try_variant(kinfo: KernelInfo, variant: Variant, choice: Choice):
+def _try_variant(kinfo: KernelInfo, variant: Variant, choice: Choice, backend: str = "bcc"):
     """(probes, defines, checked, degraded, "") when VARIANT holds here, else (..., why)."""
     resolved: List[ResolvedProbe] = []
     defines: Dict[str, int] = {}
     checked: List[str] = []
     degraded: List[str] = []
     for probe in variant.probes:
+        if backend == "tracefs" and not probe.tracefs:
+            degraded.append(f"{probe.kind} {'/'.join(probe.candidates)}: not with tracefs")
+            continue
         try:
             target, probe_defines, note = _resolve_probe(kinfo, probe, variant)
         except BTFError as e:
@@ -554,12 +573,17 @@ def _try_variant(kinfo: KernelInfo, variant: Variant, choice: Choice):
     return resolved, defines, checked, degraded, ""
 
 
+BACKENDS = ("bcc", "tracefs")
+
+
 def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES,
-           force: Optional[Dict[str, str]] = None, only: Optional[Sequence[str]] = None) -> Plan:
+           force: Optional[Dict[str, str]] = None, only: Optional[Sequence[str]] = None,
+           backend: str = "bcc") -> Plan:
     """The plan for KINFO.  FORCE pins a capability to one variant (to test a
     fallback on a kernel that has the preferred one): a pinned variant must pass
     the same checks, or the capability is missing (``Plan.forced_failures``).
-    ONLY limits the plan to some capabilities (others are left out, not reported missing)."""
+    ONLY limits the plan to some capabilities (others are left out, not reported missing).
+    BACKEND "tracefs" takes only what kprobe_events can place (``Variant.not_tracefs``, ``Probe.tracefs``)."""
     force = force or {}
     choices: Dict[str, Choice] = {}
     for cap in capabilities:
@@ -569,7 +593,10 @@ def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES,
         for variant in cap.variants:
             if cap.name in force and variant.name != force[cap.name]:
                 continue
-            probes, defines, checked, degraded, why = _try_variant(kinfo, variant, choice)
+            if backend == "tracefs" and variant.not_tracefs:
+                choice.rejected.append((variant.name, "not with tracefs: " + variant.not_tracefs))
+                continue
+            probes, defines, checked, degraded, why = _try_variant(kinfo, variant, choice, backend)
             if why:
                 choice.rejected.append((variant.name, why))
                 continue
@@ -577,7 +604,7 @@ def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES,
             choice.checked, choice.degraded = checked, degraded
             break
         choices[cap.name] = choice
-    return Plan(kinfo.release, kinfo.arch, choices, ringbuf=has_ringbuf(kinfo))
+    return Plan(kinfo.release, kinfo.arch, choices, ringbuf=has_ringbuf(kinfo), backend=backend)
 
 
 def has_ringbuf(kinfo: KernelInfo) -> bool:

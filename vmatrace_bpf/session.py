@@ -17,7 +17,9 @@ from .checks import blocking_problem
 from .errors import VmabpfError
 from .escape import escape
 from .kernel import KernelInfo
+from .loader import Tracer
 from .plan import Plan, PlanError, choose, parse_force
+from .tracefs import TracefsTracer
 
 
 def process_state(pid: int) -> Optional[str]:
@@ -67,21 +69,34 @@ class StopFlag:
             signal.signal(sig, old)
 
 
-def _plan(kinfo: KernelInfo, force: Sequence[str], only: Optional[List[str]] = None) -> Plan:
+def _plan(kinfo: KernelInfo, force: Sequence[str], only: Optional[List[str]] = None, backend: str = "bcc") -> Plan:
     """The attach plan for KINFO with --force pins; a pin the kernel refuses is an error."""
     try:
         forced = parse_force(force)
     except PlanError as e:
         raise VmabpfError(str(e)) from None
-    plan = choose(kinfo, force=forced, only=only)
+    plan = choose(kinfo, force=forced, only=only, backend=backend)
     refused = plan.forced_failures()
     if refused:
         raise VmabpfError("--force refused on this kernel: " + "; ".join(refused))
     return plan
 
 
+def tracefs_problem(kinfo: KernelInfo) -> Optional[str]:
+    """None when the tracefs backend can start here, else one line."""
+    if os.geteuid() != 0:
+        return "not root: kprobe events are placed through tracefs, which needs root (sudo)"
+    if not kinfo.files.tracefs or not os.path.exists(os.path.join(kinfo.files.tracefs, "kprobe_events")):
+        return "no tracefs with kprobe_events (CONFIG_KPROBE_EVENTS; mount -t tracefs nodev /sys/kernel/tracing)"
+    if not os.path.isdir(os.path.join(kinfo.files.tracefs, "instances")):
+        return "tracefs has no instances directory (kernel older than 4.x?)"
+    if kinfo.btf is None:
+        return "no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): the fetch-args' offsets need it"
+    return None
+
+
 def prepare(pids: List[int], tid: Optional[int], force: Sequence[str],
-            only: Optional[List[str]] = None) -> Tuple[KernelInfo, Plan]:
+            only: Optional[List[str]] = None, backend: str = "bcc") -> Tuple[KernelInfo, Plan]:
     """Checks, kernel info and plan for a trace of PIDS; raises VmabpfError with one line."""
     try:
         parse_force(force)  # a malformed --force is refused before anything else is tried
@@ -92,10 +107,17 @@ def prepare(pids: List[int], tid: Optional[int], force: Sequence[str],
         if tid:
             check_tid(pid, tid)
     kinfo = KernelInfo.live()
-    problem = blocking_problem(kinfo)
+    problem = tracefs_problem(kinfo) if backend == "tracefs" else blocking_problem(kinfo)
     if problem:
         raise VmabpfError(f"cannot trace on this kernel: {problem}; see 'vmabpf doctor'")
-    return kinfo, _plan(kinfo, force, only)
+    return kinfo, _plan(kinfo, force, only, backend)
+
+
+def open_tracer(plan: Plan, kinfo: KernelInfo, on_event: Callable[[dict], None], **kw):
+    """The plan's tracer: BPF programs through bcc, or kprobe events in a tracefs instance."""
+    if plan.backend == "tracefs":
+        return TracefsTracer(plan, kinfo, on_event, **kw)
+    return Tracer(plan, kinfo, on_event, **kw)
 
 
 def ebpf_plan(force: Sequence[str] = (), only: Optional[List[str]] = None) -> Tuple[KernelInfo, Plan]:

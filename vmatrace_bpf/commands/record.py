@@ -6,10 +6,9 @@ import click
 
 from ..errors import VmabpfError, one_line_errors
 from ..escape import escape
-from ..loader import Tracer
-from ..options import PID, children_option, duration_option, force_option, replace_option
+from ..options import PID, backend_option, children_option, duration_option, force_option, replace_option
 from ..recording import RecordWriter, make_header, open_output
-from ..session import StopFlag, missing_note, prepare, trace_loop
+from ..session import StopFlag, missing_note, open_tracer, prepare, trace_loop
 
 
 @click.command()
@@ -20,8 +19,9 @@ from ..session import StopFlag, missing_note, prepare, trace_loop
 @children_option
 @duration_option
 @force_option
+@backend_option
 @one_line_errors
-def record(output, replace, pid, children, duration, force):
+def record(output, replace, pid, children, duration, force, backend):
     """Record named-VMA events to FILE (JSON Lines: header, events, footer)
     for `vmabpf report`, here or on another machine.
 
@@ -40,10 +40,10 @@ def record(output, replace, pid, children, duration, force):
     why = "error"
     header_written = False
     try:
-        kinfo, plan = prepare(pids, None, force)
+        kinfo, plan = prepare(pids, None, force, backend=backend)
 
-        with StopFlag() as stop, Tracer(plan, kinfo, writer.write_event, pids=pids, children=children,
-                                        filter_pids=bool(pids)) as tracer:
+        with StopFlag() as stop, open_tracer(plan, kinfo, writer.write_event, pids=pids, children=children,
+                                             filter_pids=bool(pids)) as tracer:
             writer.write_header(make_header(plan.to_json(), kinfo.release, kinfo.arch, pids, children))
             header_written = True
             who = f"PID {pid}{' and its children' if children else ''}" if pids else "all processes"

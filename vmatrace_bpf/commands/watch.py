@@ -9,10 +9,10 @@ import click
 
 from ..aggregate import Aggregator
 from ..errors import VmabpfError, one_line_errors
-from ..loader import Tracer, build_defines, ebpf_text
-from ..options import PID, children_option, duration_option, ebpf_option, force_option, interval_count_arguments
+from ..loader import build_defines, ebpf_text
+from ..options import PID, backend_option, children_option, duration_option, ebpf_option, force_option, interval_count_arguments
 from ..render import event_header, event_line, summary_table
-from ..session import StopFlag, ebpf_plan, missing_note, prepare, trace_loop
+from ..session import StopFlag, ebpf_plan, missing_note, open_tracer, prepare, trace_loop
 
 
 @click.command()
@@ -25,9 +25,10 @@ from ..session import StopFlag, ebpf_plan, missing_note, prepare, trace_loop
 @duration_option
 @ebpf_option
 @force_option
+@backend_option
 @interval_count_arguments
 @one_line_errors
-def watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force, interval, count):
+def watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force, backend, interval, count):
     """Live events for one process: names set and rejected, merges (merged or why
     not), splits, forks and name refcount sharing.
 
@@ -42,7 +43,7 @@ def watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force
         raise VmabpfError("watch needs -p PID (the process to trace)", exit_code=2)
     if interval is not None and interval <= 0:
         raise VmabpfError("INTERVAL must be a positive number of seconds", exit_code=2)
-    kinfo, plan = prepare([pid], tid, force)
+    kinfo, plan = prepare([pid], tid, force, backend=backend)
 
     agg = Aggregator()
     out = sys.stdout
@@ -75,8 +76,8 @@ def watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force
         ticks.append(1)
         return count is None or len(ticks) < count
 
-    with StopFlag() as stop, Tracer(plan, kinfo, on_event, pids=[pid], tid=tid, children=children,
-                                    filter_pids=True) as tracer:
+    with StopFlag() as stop, open_tracer(plan, kinfo, on_event, pids=[pid], tid=tid, children=children,
+                                         filter_pids=True) as tracer:
         click.echo(f"Tracing named-VMA events for PID {pid}{' and its children' if children else ''}"
                    f"{missing_note(plan)}... Hit Ctrl-C to end.", err=True)
         if not as_json:

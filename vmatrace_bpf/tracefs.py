@@ -1,0 +1,371 @@
+"""The tracefs backend: the plan's probes as kprobe events in a tracefs instance of vmabpf's own.
+
+No bcc, no compiler: ``TracefsTracer`` has the loader's Tracer interface (context manager, poll,
+drain, lost, watch_pid) and
+
+1. removes what a vmabpf that died left behind (instances ``vmabpf-PID`` and kprobe groups
+   ``vmabpf_PID`` whose PID is gone);
+2. defines the probes (``tracefs_defs``) in ``kprobe_events`` under the group ``vmabpf_<own pid>``,
+   capability by capability: one the kernel refuses is missing, with the kernel's error_log line;
+3. makes the instance ``instances/vmabpf-<own pid>`` (others' tracing is untouched): mono clock
+   (the one bpf_ktime_get_ns() reads), record-tgid, no overwrite (a full buffer drops new events,
+   counted per CPU as "dropped events"), event-fork with the traced threads in set_event_pid;
+4. reads its trace_pipe without blocking (select), and turns lines into events
+   (``tracefs_assemble``); exit disables, removes the instance and the probes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import select
+import time
+from typing import Callable, Dict, Iterable, List, Optional
+
+from . import events
+from .errors import VmabpfError
+from .kernel import KernelInfo
+from .plan import Plan
+from .tracefs_assemble import Assembler, LineParser, split_lines, starts_event
+from .tracefs_defs import DefsError, EventDef, build, return_args_supported
+
+PREFIX = "vmabpf"
+BUFFER_KB = 8192  # per CPU: a 65k-VMA fork makes one vm_area_dup event per VMA
+
+
+class LocalFS:
+    """tracefs on this machine (the device's, through adb, has the same calls)."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.root, rel)
+
+    def read(self, rel: str) -> str:
+        with open(self.path(rel), "rb") as f:
+            return f.read(1 << 20).decode("utf-8", "replace")
+
+    def write(self, rel: str, text: str, append: bool = False) -> None:
+        # tracefs files take one write per command; O_APPEND keeps kprobe_events' other probes
+        flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC) | os.O_NOFOLLOW
+        fd = os.open(self.path(rel), flags)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+    def exists(self, rel: str) -> bool:
+        return os.path.exists(self.path(rel))
+
+    def listdir(self, rel: str) -> List[str]:
+        try:
+            return os.listdir(self.path(rel))
+        except OSError:
+            return []
+
+    def mkdir(self, rel: str) -> None:
+        os.mkdir(self.path(rel))
+
+    def rmdir(self, rel: str) -> None:
+        os.rmdir(self.path(rel))
+
+    def open_pipe(self, rel: str) -> int:
+        return os.open(self.path(rel), os.O_RDONLY | os.O_NONBLOCK)
+
+
+def _pid_alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+def remove_stale(fs, alive: Callable[[int], bool] = _pid_alive) -> List[str]:
+    """Remove the instances and kprobe groups of vmabpf processes that are gone; what was removed."""
+    removed = []
+    for name in fs.listdir("instances"):
+        m = re.fullmatch(PREFIX + r"-(\d+)(?:-\d+)?", name)
+        if m and not alive(int(m.group(1))):
+            _disable_instance(fs, f"instances/{name}")
+            try:
+                fs.rmdir(f"instances/{name}")
+                removed.append(name)
+            except OSError:
+                pass
+    groups = set(re.findall(r"^[pr]\d*:(" + PREFIX + r"_(\d+)(?:_\d+)?)/", fs.read("kprobe_events"), re.M))
+    for group, pid in sorted(groups):
+        if not alive(int(pid)):
+            _remove_group(fs, group)
+            removed.append(group)
+    return removed
+
+
+def _disable_instance(fs, inst: str) -> None:
+    try:
+        fs.write(f"{inst}/tracing_on", "0")
+        for group in fs.listdir(f"{inst}/events"):
+            if group.startswith(PREFIX + "_"):
+                fs.write(f"{inst}/events/{group}/enable", "0")
+        fs.write(f"{inst}/events/sched/sched_process_fork/enable", "0")
+    except OSError:
+        pass
+
+
+def _remove_group(fs, group: str) -> None:
+    for line in fs.read("kprobe_events").splitlines():
+        m = re.match(r"^[pr]\d*:(" + re.escape(group) + r"/\w+)\s", line)
+        if m:
+            try:
+                fs.write("kprobe_events", f"-:{m.group(1)}\n", append=True)
+            except OSError:
+                pass
+
+
+def _last_error(fs) -> str:
+    try:
+        lines = [ln.strip() for ln in fs.read("error_log").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " ".join(lines[-3:])
+
+
+def _config_page_shift(kinfo: KernelInfo) -> int:
+    if kinfo.arch == "arm64":
+        shift = (kinfo.config or {}).get("ARM64_PAGE_SHIFT")
+        if shift is None:
+            raise VmabpfError("the arm64 page size is not known (no kernel config): merge page offsets "
+                              "cannot be checked; see 'vmabpf doctor'")
+        return int(shift)
+    return 12
+
+
+class TracefsTracer:
+    """The loaded probes.  Use as a context manager: exit removes the instance and the probes."""
+
+    _count = 0
+
+    def __init__(self, plan: Plan, kinfo: KernelInfo, on_event: Callable[[events.Event], None],
+                 pids: Iterable[int] = (), tid: Optional[int] = None, children: bool = False,
+                 filter_pids: Optional[bool] = None, fs=None, tids_of: Optional[Callable[[int], List[int]]] = None):
+        if fs is None:
+            if not kinfo.files.tracefs:
+                raise VmabpfError("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)")
+            fs = LocalFS(kinfo.files.tracefs)
+        self.fs = fs
+        self.plan = plan
+        self.kinfo = kinfo
+        self.on_event = on_event
+        self.pids = list(pids)
+        self.tid = tid
+        self.children = children
+        self.tids_of = tids_of or _tids
+        self.me = os.getpid()
+        TracefsTracer._count += 1  # a second tracer in one process gets names of its own
+        n = "" if TracefsTracer._count == 1 else f"_{TracefsTracer._count}"
+        self.group = f"{PREFIX}_{self.me}{n}"
+        self.inst = f"instances/{PREFIX}-{self.me}{n.replace('_', '-')}"
+        self.defined: List[EventDef] = []
+        self.fd: Optional[int] = None
+        self.buf = b""
+        self.cpus: List[str] = []
+        self.lost_base = 0
+        self.missing: Dict[str, str] = {}
+        cfg = kinfo.config or {}
+        self.filter_pids = filter_pids is None or filter_pids
+        self.assembler = Assembler(on_event, {},
+                                   tid=tid, children=children, self_tgid=self.me,
+                                   page_shift=_config_page_shift(kinfo),
+                                   softdirty=events.layout().c("VT_VM_SOFTDIRTY_BIT")
+                                   if cfg.get("MEM_SOFT_DIRTY") == "y" else 0,
+                                   tgid_of=_tgid_of, filter_pids=self.filter_pids)
+        self.parser: Optional[LineParser] = None
+
+    # -- set-up ------------------------------------------------------------------------------------------------
+    def _define(self) -> None:
+        try:
+            readme = self.fs.read("README")
+        except OSError:
+            readme = ""
+        try:
+            defs = build(self.plan, self.kinfo, return_args_supported(readme))
+        except DefsError as e:
+            raise VmabpfError(f"cannot trace with tracefs here: {e}") from None
+        self.missing.update(defs.missing)
+        by_cap: Dict[str, List[EventDef]] = {}
+        fns = {p.fn: name for name, ch in self.plan.choices.items() for p in ch.probes}
+        for d in defs.events:
+            by_cap.setdefault(fns[d.fn], []).append(d)
+        for cap, ds in by_cap.items():
+            done = []
+            for d in ds:
+                if d.kind == "tracepoint":
+                    done.append(d)
+                    continue
+                try:
+                    self.fs.write("kprobe_events", d.line(self.group) + "\n", append=True)
+                    done.append(d)
+                except OSError as e:
+                    for old in done:
+                        if old.kind != "tracepoint":
+                            self._undefine(old)
+                    self.missing[cap] = (f"the kernel refused {d.kind} {d.target} ({os.strerror(e.errno)}"
+                                         f"{': ' + _last_error(self.fs) if _last_error(self.fs) else ''})")
+                    done = []
+                    break
+            self.defined += done
+        for cap, why in self.missing.items():
+            ch = self.plan.choices[cap]
+            if ch.variant is not None:
+                ch.rejected.append((ch.variant.name, "tracefs: " + why))
+                ch.variant, ch.probes = None, []
+
+    def _undefine(self, d: EventDef) -> None:
+        try:
+            self.fs.write("kprobe_events", f"-:{self.group}/{d.event}\n", append=True)
+        except OSError:
+            pass
+
+    def _instance(self) -> None:
+        fs, inst = self.fs, self.inst
+        fs.mkdir(inst)
+        fs.write(f"{inst}/tracing_on", "0")
+        fs.write(f"{inst}/trace_clock", "mono")
+        fs.write(f"{inst}/buffer_size_kb", str(BUFFER_KB))
+        for opt, val in (("record-tgid", "1"), ("overwrite", "0"), ("event-fork", "1")):
+            fs.write(f"{inst}/options/{opt}", val)
+        if self.pids:
+            tids = sorted({t for pid in self.pids for t in self.tids_of(pid)} | set(self.pids))
+            fs.write(f"{inst}/set_event_pid", " ".join(map(str, tids)))
+        for d in self.defined:
+            if d.kind == "tracepoint":
+                cat, ev = d.target.split(":")
+                fs.write(f"{inst}/events/{cat}/{ev}/enable", "1")
+            else:
+                if d.filter:
+                    fs.write(f"{inst}/events/{self.group}/{d.event}/filter", d.filter)
+                fs.write(f"{inst}/events/{self.group}/{d.event}/enable", "1")
+        self.cpus = sorted((c for c in fs.listdir(f"{inst}/per_cpu") if c.startswith("cpu")),
+                           key=lambda c: int(c[3:]))
+        self.fd = fs.open_pipe(f"{inst}/trace_pipe")
+        self.parser = LineParser(self.defined)
+        fs.write(f"{inst}/tracing_on", "1")
+        for pid in self.pids:
+            self.watch_pid(pid)
+
+    def start(self) -> "TracefsTracer":
+        try:
+            remove_stale(self.fs)
+            self._define()
+            self._instance()
+        except OSError as e:
+            self.close()
+            raise VmabpfError(f"setting up the tracefs instance failed: {e.strerror or e} "
+                              f"({getattr(e, 'filename', '') or 'tracefs'})") from None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    # -- events ------------------------------------------------------------------------------------------------
+    def watch_pid(self, pid: int) -> None:
+        """Events of PID from now on (the BPF side: an entry in its watched map)."""
+        if self.filter_pids:
+            self.assembler.watched.setdefault(pid, time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+
+    def unwatch_pid(self, pid: int) -> None:
+        self.drain()
+        self.assembler.watched.pop(pid, None)
+
+    def _read(self) -> bool:
+        try:
+            data = os.read(self.fd, 1 << 20)
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno == errno.EAGAIN:
+                return False
+            raise
+        if not data:
+            return False
+        lines, self.buf = split_lines(self.buf + data, starts_event)
+        for line in lines:
+            rec = self.parser.parse(line)
+            if rec is None:
+                if line.strip():
+                    self.assembler.undecodable += 1
+                continue
+            self.assembler.feed(rec)
+        return True
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        if self.fd is None:
+            return
+        r, _, _ = select.select([self.fd], [], [], timeout_ms / 1000)
+        if r:
+            while self._read():
+                pass
+
+    def drain(self) -> None:
+        if self.fd is not None:
+            while self._read():
+                pass
+
+    @property
+    def undecodable(self) -> int:
+        return self.assembler.undecodable
+
+    def lost(self) -> int:
+        """Events the instance's buffer dropped (overwrite off: 'dropped events'; 'overrun' too)."""
+        n = 0
+        for cpu in self.cpus:
+            try:
+                stats = self.fs.read(f"{self.inst}/per_cpu/{cpu}/stats")
+            except OSError:
+                continue
+            for key in ("overrun", "dropped events"):
+                m = re.search(r"^" + key + r":\s*(\d+)", stats, re.M)
+                if m:
+                    n += int(m.group(1))
+        return n
+
+    # -- tear-down ---------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+        if self.fs.exists(self.inst):
+            _disable_instance(self.fs, self.inst)
+            try:
+                self.fs.rmdir(self.inst)
+            except OSError:
+                pass
+        for d in reversed(self.defined):
+            if d.kind != "tracepoint":
+                self._undefine(d)
+        self.defined = []
+
+    def __enter__(self) -> "TracefsTracer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _tids(pid: int) -> List[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
+def _tgid_of(tid: int) -> Optional[int]:
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
