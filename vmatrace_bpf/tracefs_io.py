@@ -1,0 +1,122 @@
+"""tracefs file access (this machine's; a device's has the same calls) and the clean-up of what a
+vmabpf that died left behind: instances ``vmabpf-PID[-N]`` and kprobe groups ``vmabpf_PID[_N]``."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Callable, List, Optional
+
+PREFIX = "vmabpf"
+
+
+class LocalFS:
+    """tracefs on this machine (the device's, through adb, has the same calls)."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.root, rel)
+
+    def read(self, rel: str) -> str:
+        with open(self.path(rel), "rb") as f:
+            return f.read(1 << 20).decode("utf-8", "replace")
+
+    def write(self, rel: str, text: str, append: bool = False) -> None:
+        # tracefs files take one write per command; O_APPEND keeps kprobe_events' other probes
+        flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC) | os.O_NOFOLLOW
+        fd = os.open(self.path(rel), flags)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+    def exists(self, rel: str) -> bool:
+        return os.path.exists(self.path(rel))
+
+    def listdir(self, rel: str) -> List[str]:
+        try:
+            return os.listdir(self.path(rel))
+        except OSError:
+            return []
+
+    def mkdir(self, rel: str) -> None:
+        os.mkdir(self.path(rel))
+
+    def rmdir(self, rel: str) -> None:
+        os.rmdir(self.path(rel))
+
+    def open_pipe(self, rel: str) -> int:
+        return os.open(self.path(rel), os.O_RDONLY | os.O_NONBLOCK)
+
+
+def _pid_alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+def remove_stale(fs, alive: Callable[[int], bool] = _pid_alive) -> List[str]:
+    """Remove the instances and kprobe groups of vmabpf processes that are gone; what was removed."""
+    removed = []
+    for name in fs.listdir("instances"):
+        m = re.fullmatch(PREFIX + r"-(\d+)(?:-\d+)?", name)
+        if m and not alive(int(m.group(1))):
+            _disable_instance(fs, f"instances/{name}")
+            try:
+                fs.rmdir(f"instances/{name}")
+                removed.append(name)
+            except OSError:
+                pass
+    groups = set(re.findall(r"^[pr]\d*:(" + PREFIX + r"_(\d+)(?:_\d+)?)/", fs.read("kprobe_events"), re.M))
+    for group, pid in sorted(groups):
+        if not alive(int(pid)):
+            _remove_group(fs, group)
+            removed.append(group)
+    return removed
+
+
+def _disable_instance(fs, inst: str) -> None:
+    try:
+        fs.write(f"{inst}/tracing_on", "0")
+        for group in fs.listdir(f"{inst}/events"):
+            if group.startswith(PREFIX + "_"):
+                fs.write(f"{inst}/events/{group}/enable", "0")
+        fs.write(f"{inst}/events/sched/sched_process_fork/enable", "0")
+    except OSError:
+        pass
+
+
+def _remove_group(fs, group: str) -> None:
+    for line in fs.read("kprobe_events").splitlines():
+        m = re.match(r"^[pr]\d*:(" + re.escape(group) + r"/\w+)\s", line)
+        if m:
+            try:
+                fs.write("kprobe_events", f"-:{m.group(1)}\n", append=True)
+            except OSError:
+                pass
+
+
+def _last_error(fs) -> str:
+    try:
+        lines = [ln.strip() for ln in fs.read("error_log").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " ".join(lines[-3:])
+
+
+def _tids(pid: int) -> List[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
+def _tgid_of(tid: int) -> Optional[int]:
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
