@@ -10,7 +10,10 @@ import click
 from ..checks import diagnose
 from ..errors import VmabpfError, one_line_errors
 from ..kernel import KernelInfo, check_saved_files, host_machine
+from ..escape import escape
+from ..plan import choose
 from ..render import render_doctor
+from ..session import tracefs_problem
 
 
 @click.command()
@@ -38,9 +41,18 @@ def doctor(as_json, kallsyms, filter_functions, btf, config, release, arch):
         raise VmabpfError("--filter-functions, --btf and --config plan from saved files: they need --kallsyms",
                           exit_code=2)
     else:
-        report = diagnose(KernelInfo.live())
+        kinfo = KernelInfo.live()
+        report = diagnose(kinfo)
+    # the tracefs backend: what it can trace here (live: also whether it can start)
+    tplan = choose(kinfo, backend="tracefs")
+    tproblem = tracefs_problem(kinfo) if not kallsyms else None
+    tracefs = {"usable": tproblem is None, "problem": tproblem, "missing": tplan.missing_line() or None}
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, allow_nan=False))
+        click.echo(json.dumps(dict(report.to_json(), tracefs_backend=tracefs), indent=2, allow_nan=False))
     else:
         click.echo(render_doctor(report))
+        click.echo("\ntracefs backend (--backend tracefs): " + escape(
+            f"cannot start here: {tproblem}" if tproblem else "can start here" if not kallsyms else "planned"))
+        if tracefs["missing"]:
+            click.echo("  not traced with it: " + escape(tracefs["missing"]))
     sys.exit(0 if report.can_watch else 1)
