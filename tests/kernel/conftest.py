@@ -44,10 +44,16 @@ class Collector:
     """A loaded tracer plus a way to run a workload scenario under it."""
 
     def __init__(self, kinfo, force=None, ringbuf=None):
-        from vmatrace_bpf.loader import Tracer
+        self.kinfo, self.ringbuf = kinfo, ringbuf
         self.plan = choose(kinfo, force=force or {})
         self.events = []
-        self.tracer = Tracer(self.plan, kinfo, self.events.append, filter_pids=True, ringbuf=ringbuf).start()
+        self.reopen()
+
+    def reopen(self):
+        """Load and attach again (after close())."""
+        from vmatrace_bpf.loader import Tracer
+        self.tracer = Tracer(self.plan, self.kinfo, self.events.append, filter_pids=True,
+                             ringbuf=self.ringbuf).start()
 
     def spawn(self, scenario, *args):
         p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", scenario, "--wait", *args],
@@ -96,14 +102,15 @@ def collector(kinfo):
     c.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def fallback_collector(kinfo, collector):
     """The same capabilities through their fallback variants, where this kernel has them,
     delivered through the perf buffer instead of the ring buffer.
     bcc names its kprobe events by function and PID, so two tracers in one process
-    cannot share a function: the default one is detached first."""
+    cannot share a function: the default one is detached first, and loaded again after."""
     collector.close()
     force = {"prctl": "syscall-kprobe", "fork": "uprobe_dup_mmap-window", "vma_dup": "vm_area_dup"}
     c = Collector(kinfo, force=force, ringbuf=False)  # and the perf buffer (kernels before 5.8)
     yield c
     c.close()
+    collector.reopen()  # for the modules after this one
