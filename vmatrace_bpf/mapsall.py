@@ -1,7 +1,7 @@
 """Maps across processes and over time: per name (or allocator family) over every process
 of a Snapshot -- processes, VMAs, Rss/Pss/Private/Swap, like AOSP librank --, and the diff
 of two snapshots per name and per process, including name-caused fragmentation (the VMAs
-that equal names would merge away, procmaps.fragments)."""
+that equal names would merge away, mapstotals.fragments)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Dict, List, Optional, Tuple
 
 from .categories import family
 from .errors import VmabpfError
-from .procmaps import ProcMaps, Vma, fragments, parse
+from .mapstotals import fragments
+from .smapsparse import parse
+from .vma import ProcMaps, Vma
 from .snapshot import Snapshot
 
 COLUMNS = ("Rss", "Pss", "Private", "Swap")
