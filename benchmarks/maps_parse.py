@@ -13,7 +13,8 @@ process, side by side -- parses it with the streaming fast path (parse_stream, w
 the pre-issue-14 algorithm on the same compact Vma), then runs the per-name, per-class and
 per-family tables and --fragments.  Peak memory is the child's ru_maxrss minus that of a
 child that only imported the modules.  Then the whole command, `vmabpf maps --file FILE`
-(start-up, parse, table, output), 3 runs: best and median wall time, peak RSS.
+(start-up, parse, table, output), 3 runs: best and median wall time, peak RSS.  Each child
+runs --rounds times (default 3), interleaved with the others; medians are printed.
 
 --baseline REV runs the same children and the same command on the package as it was at
 git revision REV (exported to a temporary directory), in the same run, and prints the
@@ -118,21 +119,25 @@ def child(mode, path, root=REPO):
     return json.loads(out)
 
 
-def command(root, path, runs=3):
-    """Best and median wall time, and the largest peak RSS (kB), of `vmabpf maps --file PATH`."""
-    ts, rss = [], 0
+def command(root, path):
+    """Wall time and peak RSS (kB) of one `vmabpf maps --file PATH` with the package at ROOT."""
     env = dict(os.environ, PYTHONPATH=root)
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf", "maps", "--file", path],
-                             stdout=subprocess.DEVNULL, env=env, cwd=root)
-        _, status, ru = os.wait4(p.pid, 0)
-        ts.append(time.perf_counter() - t0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        if p.returncode:
-            raise SystemExit(f"vmabpf maps --file failed ({p.returncode}) under {root}")
-        rss = max(rss, ru.ru_maxrss)
-    return min(ts), statistics.median(ts), rss
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf", "maps", "--file", path],
+                         stdout=subprocess.DEVNULL, env=env, cwd=root)
+    _, status, ru = os.wait4(p.pid, 0)
+    t = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode:
+        raise SystemExit(f"vmabpf maps --file failed ({p.returncode}) under {root}")
+    return t, ru.ru_maxrss
+
+
+def med(results):
+    """Per field, the median over runs (peak memory: the largest)."""
+    out = {k: statistics.median(r[k] for r in results) for k in results[0]}
+    out["maxrss_kb"] = max(r["maxrss_kb"] for r in results)
+    return out
 
 
 def export(rev, into):
@@ -168,12 +173,13 @@ def timed(argv, runs=5):
 def line(label, r, base):
     return (f"{label:6}: parse {r['parse']:.3f} s, tables {r['tables']:.3f} s, fragments {r['fragments']:.3f} s, "
             f"total {r['parse'] + r['tables'] + r['fragments']:.3f} s; peak {r['maxrss_kb'] / 1024:.0f} MB "
-            f"({(r['maxrss_kb'] - base) / 1024:.0f} MB above the modules); {r['runs']:,} name runs")
+            f"({(r['maxrss_kb'] - base) / 1024:.0f} MB above the modules); {int(r['runs']):,} name runs")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vmas", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved runs of each parse child (medians shown)")
     ap.add_argument("--baseline", metavar="REV", help="also measure the package at git revision REV, side by side")
     ap.add_argument("--startup", type=int, nargs="?", const=0, metavar="PID",
                     help="also time `vmabpf maps PID` and `vmabpf --help` (no PID: a 3,000-VMA process of our own)")
@@ -187,27 +193,37 @@ def main():
         size = os.path.getsize(path)
         base = child("import", path)["maxrss_kb"]
         print(f"{a.vmas:,} VMAs, {size / 1e6:.0f} MB of smaps; interpreter + modules {base / 1024:.0f} MB")
-        res = {}
-        for mode in ("stream", "slow"):
-            res[mode] = child(mode, path)
-            print(line(mode, res[mode], base))
+        roots = [("stream", "stream", REPO)] + ([("old", "stream", old)] if old else []) + [("slow", "slow", REPO)]
+        runs = {label: [] for label, _, _ in roots}
+        for _ in range(a.rounds):               # interleaved, so a change in the load hits both sides
+            for label, mode, root in roots:
+                runs[label].append(child(mode, path, root))
+        res = {label: med(rs) for label, rs in runs.items()}
+        obase = child("import", path, old)["maxrss_kb"] if old else base
+        print(f"medians of {a.rounds} interleaved rounds:")
+        print(line("stream", res["stream"], base))
+        print(line("slow", res["slow"], base))
         print(f"stream/slow: parse {res['stream']['parse'] / res['slow']['parse']:.2f}x time, "
               f"peak above modules {(res['stream']['maxrss_kb'] - base) / max(1, res['slow']['maxrss_kb'] - base):.2f}x")
         if old:
-            obase = child("import", path, old)["maxrss_kb"]
-            r = res["old"] = child("stream", path, old)
+            r = res["old"]
             print(line(a.baseline[:7], r, obase))
             print(f"now/{a.baseline[:7]}: parse {res['stream']['parse'] / r['parse']:.2f}x time, tables "
                   f"{res['stream']['tables'] / r['tables']:.2f}x, fragments {res['stream']['fragments'] / r['fragments']:.2f}x, "
                   f"peak above modules {(res['stream']['maxrss_kb'] - base) / max(1, r['maxrss_kb'] - obase):.2f}x")
         cmds = [("now", REPO)] + ([(a.baseline[:7], old)] if old else [])
-        got = {}
-        for label, root in cmds:
-            best, med, rss = got[label] = command(root, path)
-            print(f"vmabpf maps --file ({label}): best {best:.3f} s, median {med:.3f} s (3 runs); peak RSS {rss / 1024:.0f} MB")
+        got = {label: ([], 0) for label, _ in cmds}
+        for _ in range(3):
+            for label, root in cmds:
+                t, rss = command(root, path)
+                got[label] = (got[label][0] + [t], max(got[label][1], rss))
+        for label, (ts, rss) in got.items():
+            print(f"vmabpf maps --file ({label}): best {min(ts):.3f} s, median {statistics.median(ts):.3f} s (3 runs); "
+                  f"peak RSS {rss / 1024:.0f} MB")
         if old:
-            n, o = got["now"], got[a.baseline[:7]]
-            print(f"vmabpf maps --file now/{a.baseline[:7]}: {n[1] / o[1]:.2f}x median time, {n[2] / o[2]:.2f}x peak RSS")
+            (n, nr), (o, orss) = got["now"], got[a.baseline[:7]]
+            print(f"vmabpf maps --file now/{a.baseline[:7]}: {statistics.median(n) / statistics.median(o):.2f}x median "
+                  f"time, {nr / orss:.2f}x peak RSS")
     finally:
         shutil.rmtree(tmp)
     if a.startup is not None:
