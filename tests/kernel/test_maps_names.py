@@ -57,14 +57,19 @@ def names_in_maps(pid):
     return out
 
 
-@pytest.fixture
-def decorated():
+def start_program(*args):
+    """PROGRAM under glibc.mem.decorate_maps=1 (skips without glibc >= 2.40)."""
     v = glibc_version()
     if v is None or v < (2, 40):
         pytest.skip(f"needs glibc >= 2.40 for glibc.mem.decorate_maps (this is {v})")
     env = dict(os.environ, GLIBC_TUNABLES="glibc.mem.decorate_maps=1")
-    p = subprocess.Popen([sys.executable, "-I", "-c", PROGRAM], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         text=True, env=env)
+    return subprocess.Popen([sys.executable, "-I", "-c", PROGRAM, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.fixture
+def decorated():
+    p = start_program()
     tids = json.loads(readline(p, p.stdout, "ready line from the threaded python3"))["tids"]
     yield p, tids
     p.stdin.write("\n")
@@ -83,12 +88,7 @@ def maps_json(*args):
 @pytest.fixture
 def decorated_gated():
     """The same program, stopped before its first thread: (Popen, pid); write a line to go on."""
-    v = glibc_version()
-    if v is None or v < (2, 40):
-        pytest.skip(f"needs glibc >= 2.40 for glibc.mem.decorate_maps (this is {v})")
-    env = dict(os.environ, GLIBC_TUNABLES="glibc.mem.decorate_maps=1")
-    p = subprocess.Popen([sys.executable, "-I", "-c", PROGRAM, "gated"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True, env=env)
+    p = start_program("gated")
     pid = json.loads(readline(p, p.stdout, "pid line from the threaded python3"))["pid"]
     yield p, pid
     if p.poll() is None:
