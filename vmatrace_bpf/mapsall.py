@@ -1,7 +1,7 @@
 """Maps across processes and over time: per name (or allocator family) over every process
 of a Snapshot -- processes, VMAs, Rss/Pss/Private/Swap, like AOSP librank --, and the diff
 of two snapshots per name and per process, including name-caused fragmentation (the VMAs
-that equal names would merge away, procmaps.fragments)."""
+that equal names would merge away, mapstotals.fragments)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Dict, List, Optional, Tuple
 
 from .categories import family
 from .errors import VmabpfError
-from .procmaps import ProcMaps, fragments, parse
+from .mapstotals import fragments
+from .smapsparse import parse
+from .vma import ProcMaps, Vma
 from .snapshot import Snapshot
 
 COLUMNS = ("Rss", "Pss", "Private", "Swap")
@@ -28,12 +30,12 @@ class Cell:
     frag: int = 0                   # boundaries with a neighbour of another name that only names keep apart
     pids: set = field(default_factory=set)
 
-    def add_vma(self, f: Dict[str, int]) -> None:
+    def add_vma(self, v: Vma) -> None:
         self.vmas += 1
-        self.rss += f.get("Rss", 0)
-        self.pss += f.get("Pss", 0)
-        self.private += f.get("Private_Clean", 0) + f.get("Private_Dirty", 0)
-        self.swap += f.get("Swap", 0)
+        self.rss += v.get("Rss")
+        self.pss += v.get("Pss")
+        self.private += v.get("Private_Clean") + v.get("Private_Dirty")
+        self.swap += v.get("Swap")
 
     def merge(self, o: "Cell") -> None:
         self.vmas += o.vmas
@@ -84,9 +86,9 @@ def summarise(pm: ProcMaps, pid: int, comm: str, by: str) -> ProcSummary:
         c = cells.get(k)
         if c is None:
             c = cells[k] = Cell(pids={pid})
-        c.add_vma(v.fields)
-        rss += v.fields.get("Rss", 0)
-        pss += v.fields.get("Pss", 0)
+        c.add_vma(v)
+        rss += v.get("Rss")
+        pss += v.get("Pss")
     fr = fragments(pm)
     for (a, b), n in fr.pairs.items():
         ka, kb = (a, b) if by == "name" else (family("" if a == "[anon]" else a), family("" if b == "[anon]" else b))

@@ -7,7 +7,8 @@ from tabulate import tabulate
 
 from .escape import escape
 from .mapsall import _about as about, per_process, rows
-from .procmaps import SMAPS_COLUMNS, ProcMaps, fragments, group
+from .mapstotals import SMAPS_COLUMNS, fragments, group
+from .vma import ProcMaps
 
 
 def render_table(pm: ProcMaps, by: str, sort: str) -> str:

@@ -27,7 +27,7 @@ from . import adb as adbmod
 from .errors import VmabpfError
 from .inputs import STRICT_JSON, read_regular
 from .outfile import OutputFile
-from .procmaps import decode
+from .vma import decode
 
 FORMAT = "vmabpf-maps-snapshot"
 VERSION = 1

@@ -4,20 +4,26 @@ GLIBC_TUNABLES=glibc.mem.decorate_maps=1 names its malloc arenas
 TID]"), with a space after "anon:".  The program is python3 itself (the guest root has no
 compiler): threads that malloc (bytearrays above pymalloc's 512-byte limit, below the
 128 KiB mmap threshold) get arenas of their own.  The names maps reports must be exactly
-the names /proc/PID/maps shows, VMA for VMA."""
+the names /proc/PID/maps shows, VMA for VMA; and `vmabpf watch` sees glibc set each of them
+(prctl PR_SET_VMA_ANON_NAME), the name byte for byte as maps then shows it."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
 
-from guestutil import REPO, readline
+from guestutil import REPO, readline, start_vmabpf
 
 PROGRAM = r"""
-import threading, json, sys
+import threading, json, os, sys
+if sys.argv[1:] == ["gated"]:          # wait before any thread exists (for a tracer to attach)
+    print(json.dumps({"pid": os.getpid()}), flush=True)
+    sys.stdin.readline()
 go = threading.Event()
 ready = []
 keep = []
@@ -51,14 +57,19 @@ def names_in_maps(pid):
     return out
 
 
-@pytest.fixture
-def decorated():
+def start_program(*args):
+    """PROGRAM under glibc.mem.decorate_maps=1 (skips without glibc >= 2.40)."""
     v = glibc_version()
     if v is None or v < (2, 40):
         pytest.skip(f"needs glibc >= 2.40 for glibc.mem.decorate_maps (this is {v})")
     env = dict(os.environ, GLIBC_TUNABLES="glibc.mem.decorate_maps=1")
-    p = subprocess.Popen([sys.executable, "-I", "-c", PROGRAM], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         text=True, env=env)
+    return subprocess.Popen([sys.executable, "-I", "-c", PROGRAM, *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.fixture
+def decorated():
+    p = start_program()
     tids = json.loads(readline(p, p.stdout, "ready line from the threaded python3"))["tids"]
     yield p, tids
     p.stdin.write("\n")
@@ -72,6 +83,50 @@ def maps_json(*args):
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
+
+
+@pytest.fixture
+def decorated_gated():
+    """The same program, stopped before its first thread: (Popen, pid); write a line to go on."""
+    p = start_program("gated")
+    pid = json.loads(readline(p, p.stdout, "pid line from the threaded python3"))["pid"]
+    yield p, pid
+    if p.poll() is None:
+        p.kill()
+        p.wait(timeout=60)
+
+
+def test_watch_sees_glibc_set_exactly_the_names_maps_shows(decorated_gated):
+    p, pid = decorated_gated
+    before = names_in_maps(pid)
+    w = start_vmabpf("watch", "-p", str(pid), "-j")
+    p.stdin.write("\n")                                    # the threads start, malloc, name
+    p.stdin.flush()
+    tids = json.loads(readline(p, p.stdout, "ready line from the threaded python3"))["tids"]
+    after = names_in_maps(pid)
+    time.sleep(2)                                          # let the 100 ms poll loop deliver
+    w.send_signal(signal.SIGINT)
+    out, err = w.communicate(timeout=120)
+    p.stdin.write("\n")
+    p.stdin.close()
+    p.wait(timeout=60)
+    assert w.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[-1]["type"] == "summary" and events[-1]["lost_events"] == 0
+    sets = [e for e in events if e["type"] == "name_set"]
+    assert sets and {e["pid"] for e in sets} == {pid}
+    assert [e for e in sets if e["err"] is not None] == []
+    named = Counter(e["name"] for e in sets)
+    # exact counts from the program: each thread names its stack once (glibc puts the TID in it),
+    # and each thread's first malloc makes a new arena, named once
+    stacks = Counter({n: c for n, c in named.items() if n.startswith(" glibc: pthread stack: ")})
+    assert stacks == Counter({f" glibc: pthread stack: {tid}": 1 for tid in tids})
+    assert named[" glibc: malloc arena"] == len(tids)
+    # byte for byte: what glibc passed is what maps shows inside "[anon:...]" (leading space kept)
+    shown = {f"[anon:{n}]" for n in named}
+    assert shown <= set(after), shown - set(after)
+    # and every name that appeared in maps while watched came through an event watch saw
+    assert set(after) - set(before) <= shown, (set(after) - set(before)) - shown
 
 
 def test_maps_sees_exactly_the_glibc_names(decorated):

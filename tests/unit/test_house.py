@@ -82,8 +82,9 @@ def test_only_the_loader_imports_bcc():
         assert m == "loader" or "bcc" not in names, m
 
 
-def test_smaps_parsing_stands_on_nothing_above_it():
-    assert not GRAPH["procmaps"] & {"render", "session", "loader", "aggregate"}
+@pytest.mark.parametrize("mod", ["procmaps", "vma", "smapsparse", "mapstotals"])
+def test_smaps_parsing_stands_on_nothing_above_it(mod):
+    assert not GRAPH[mod] & {"render", "session", "loader", "aggregate", "mapsview", "mapsall", "snapshot"}
 
 
 @pytest.mark.parametrize("mod", sorted(MODS))

@@ -143,7 +143,8 @@ def test_devices_fifos_and_directories_are_refused_at_once(tmp_path):
             maps_cmd.read_file(path)
 
 
-def test_another_users_process_says_run_as_root(tmp_path, monkeypatch):
+@pytest.mark.parametrize("reader", ["read_pid", "parse_pid"])
+def test_another_users_process_says_run_as_root(tmp_path, monkeypatch, reader):
     (tmp_path / "42").mkdir()
     (tmp_path / "42" / "smaps").write_text("")
 
@@ -155,14 +156,32 @@ def test_another_users_process_says_run_as_root(tmp_path, monkeypatch):
         return real_open(path, *a, **k)
     monkeypatch.setattr("builtins.open", fake_open)
     with pytest.raises(maps_cmd.VmabpfError, match="run as root"):
-        maps_cmd.read_pid(42, proc=str(tmp_path))
+        getattr(maps_cmd, reader)(42, proc=str(tmp_path))
 
 
-def test_kernel_thread_has_no_map(tmp_path):
+@pytest.mark.parametrize("reader", ["read_pid", "parse_pid"])
+def test_kernel_thread_has_no_map(tmp_path, reader):
     (tmp_path / "2").mkdir()
     (tmp_path / "2" / "smaps").write_text("")
     with pytest.raises(maps_cmd.VmabpfError, match="no memory map"):
-        maps_cmd.read_pid(2, proc=str(tmp_path))
+        getattr(maps_cmd, reader)(2, proc=str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["glibc-k7.2.smaps", "android12-systemui-excerpt.smaps", "names-k6.1.maps"])
+def test_live_pid_streamed_parses_as_read_whole(tmp_path, name):
+    """`maps PID` streams /proc/PID/smaps (parse_pid); --save reads it whole (read_pid): the same VMAs."""
+    (tmp_path / "7").mkdir()
+    with open(data(name), "rb") as f:
+        (tmp_path / "7" / "smaps").write_bytes(f.read())
+    text, path = maps_cmd.read_pid(7, proc=str(tmp_path))
+    whole, streamed = maps_cmd.parse(text, path), maps_cmd.parse_pid(7, proc=str(tmp_path))
+    assert streamed.source == whole.source == path and streamed.kind == whole.kind
+    assert [v._tuple() for v in streamed.vmas] == [v._tuple() for v in whole.vmas] and len(whole.vmas) > 5
+
+
+def test_missing_pid_streamed(tmp_path):
+    with pytest.raises(maps_cmd.VmabpfError, match="no process with PID 9"):
+        maps_cmd.parse_pid(9, proc=str(tmp_path))
 
 
 def test_broken_pipe_is_quiet():

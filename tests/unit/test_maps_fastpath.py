@@ -80,10 +80,10 @@ def test_damaged_same_as_reference(name, where, edit, sizes):
 
 def test_the_fast_path_is_taken_on_a_real_capture(monkeypatch):
     """Otherwise the equality above would only compare the reference with itself."""
-    from vmatrace_bpf import procmaps
+    from vmatrace_bpf import smapsparse
     taken = []
-    orig = procmaps._Parser._bulk
-    monkeypatch.setattr(procmaps._Parser, "_bulk", lambda self, text: taken.append(orig(self, text)) or taken[-1])
+    orig = smapsparse._Parser._bulk
+    monkeypatch.setattr(smapsparse._Parser, "_bulk", lambda self, text: taken.append(orig(self, text)) or taken[-1])
     data = raw("glibc-k7.2.smaps")
     pm = parse_stream(chunked(data, [4096]), "x")
     assert True in taken and len(pm.vmas) > 10

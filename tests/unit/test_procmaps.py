@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from vmatrace_bpf.errors import VmabpfError
 from vmatrace_bpf.escape import escape
 from vmatrace_bpf.categories import category
-from vmatrace_bpf.procmaps import fragments, group, parse
+from vmatrace_bpf.procmaps import find_runs, fragments, group, mergeable_neighbours, parse
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "smaps")
 SMAPS = sorted(glob.glob(os.path.join(DATA, "*.smaps")))
@@ -290,3 +290,40 @@ def test_fuzz_mutated_smaps(mutations):
 @given(st.binary(max_size=300))
 def test_fuzz_bytes(data):
     _parse_or_vmabpf_error(data.decode("utf-8", "surrogateescape"))
+
+
+def naive_runs(vmas):
+    """Maximal runs joined by mergeable_neighbours, one pair at a time (find_runs skips re-checks)."""
+    runs, cur = [], []
+    for v in vmas:
+        if cur and mergeable_neighbours(cur[-1], v):
+            cur.append(v)
+            continue
+        if len(cur) > 1:
+            runs.append(cur)
+        cur = [v]
+    return runs + ([cur] if len(cur) > 1 else [])
+
+
+LAYOUT_VMA = st.tuples(st.booleans(), st.sampled_from(["rw-p", "r--p", "rw-s"]), st.sampled_from([0, 7]),
+                       st.sampled_from(["", "[anon:a]", "[anon:b]", "/lib/x.so", "[heap]"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(LAYOUT_VMA, max_size=30))
+def test_find_runs_is_the_pairwise_rule(layout):
+    lines, addr = [], 0x10000
+    for gap, perms, inode, name in layout:
+        addr += 0x1000 if gap else 0
+        lines.append(f"{addr:x}-{addr + 0x1000:x} {perms} 00000000 00:{inode:02x} {inode} {name}".rstrip())
+        addr += 0x1000
+    if not lines:
+        return
+    pm = parse("\n".join(lines) + "\n")
+    assert [r.vmas for r in find_runs(pm)] == naive_runs(pm.vmas)
+
+
+@pytest.mark.parametrize("path", SMAPS, ids=os.path.basename)
+def test_find_runs_is_the_pairwise_rule_on_captures(path):
+    pm = parse(read(os.path.basename(path)))
+    assert [r.vmas for r in find_runs(pm)] == naive_runs(pm.vmas)

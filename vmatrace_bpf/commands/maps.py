@@ -17,7 +17,7 @@ from ..adb import read_smaps
 from ..errors import VmabpfError, one_line_errors
 from ..escape import escape
 from ..options import PID, replace_option
-from ..procmaps import SORT_KEYS, parse, parse_file, read_pid
+from ..procmaps import SORT_KEYS, parse, parse_file, parse_pid, read_pid
 
 USAGE = ("usage: vmabpf maps PID | --file PATH | --adb [-s SERIAL] PID | --all [--adb] | --diff OLD NEW")
 ALL_SORT = ("pss", "rss", "private", "swap", "vmas", "procs", "name")
@@ -109,6 +109,8 @@ def maps(pid, path, use_adb, serial, all_procs, pattern, save_path, replace, dif
         return
     if path is not None:
         pm = parse_file(path)
+    elif not (use_adb or all_procs or save_path):
+        pm = parse_pid(pid)                     # streamed as it is read: no copy of the whole smaps
     else:
         snap = _collect(pid, use_adb, serial, all_procs)
         if save_path:
