@@ -50,7 +50,7 @@ class Probe:
     # the tracefs backend can place it (kprobe_events/kretprobe or a tracepoint it reads by field);
     # False: BPF only (fexit, a tracepoint whose use needs a BPF map), with the reason
     tracefs: bool = True
-    tracefs_note: str = ""
+    bcc: bool = True  # False: only the tracefs backend places it (reads what BPF gets another way)
 
     def params(self) -> List[Tuple[str, int]]:
         """[(name, 1-based position)] from ARGS."""
@@ -228,10 +228,13 @@ CAPABILITIES: Tuple[Capability, ...] = (
             Variant("uprobe_dup_mmap-window", "FORK_UPROBE_WINDOW",
                     _kp("kp_dup_mmap_start", None, "uprobe_start_dup_mmap")
                     + _kp("kp_dup_mmap_end", None, "uprobe_end_dup_mmap")
-                    + (Probe("tracepoint", ("sched:sched_process_fork",), "tp_sched_fork"),),
+                    + (Probe("tracepoint", ("sched:sched_process_fork",), "tp_sched_fork"),
+                       # tracefs: a fetch-arg cannot reach current->mm; dup_mmap() calls uprobe_dup_mmap(oldmm, mm)
+                       # with oldmm write-locked, before copying (kernel/fork.c since 3.5, commit f8ac4ec9c064
+                       # "uprobes: Introduce MMF_HAS_UPROBES"; mm/mmap.c from 6.16): map_count is read there
+                       Probe("kprobe", ("uprobe_dup_mmap",), "kp_uprobe_dup_mmap", args="oldmm@1", bcc=False)),
                     "dup_mmap inlined: the uprobe_start_dup_mmap()..uprobe_end_dup_mmap() calls bracket it "
-                    "(no arguments read: the parent's mm is current->mm)",
-                    not_tracefs="map_count is read from current->mm, which a kprobe fetch-arg cannot reach"),
+                    "(no arguments read: the parent's mm is current->mm)"),
         ),
         "dup_mmap is inlined and the uprobe_*_dup_mmap bracket is missing (CONFIG_UPROBES?)"),
     Capability(
@@ -547,6 +550,8 @@ def _try_variant(kinfo: KernelInfo, variant: Variant, choice: Choice, backend: s
     for probe in variant.probes:
         if backend == "tracefs" and not probe.tracefs:
             degraded.append(f"{probe.kind} {'/'.join(probe.candidates)}: not with tracefs")
+            continue
+        if backend != "tracefs" and not probe.bcc:
             continue
         try:
             target, probe_defines, note = _resolve_probe(kinfo, probe, variant)

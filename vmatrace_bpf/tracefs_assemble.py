@@ -30,7 +30,7 @@ _NAME_LEN = _C["VT_NAME_LEN"]
 # "  comm-TID  (  TGID) [CPU] FLAGS  SECONDS.USEC: EVENT: REST"; the flags column is absent on old kernels
 _HEAD = re.compile(rb"^\s*(?P<comm>.*?)-(?P<tid>\d+)\s+\(\s*(?P<tgid>\d+|-+)\)\s+\[(?P<cpu>\d+)\]\s+(?:\S+\s+)?"
                    rb"(?P<s>\d+)\.(?P<us>\d{6}):\s+(?P<event>\w+):\s(?P<rest>.*)$", re.S)
-_LOC = rb"\([^)]*\)\s"  # "(func+0x4/0x90) " or "(caller+0x6e/0x2d0 <- func) "
+_LOC = rb"\([^)]*\)"  # "(func+0x4/0x90)" or "(caller+0x6e/0x2d0 <- func)"
 _VALUE = {"x64": rb"0x[0-9a-f]+", "u32": rb"\d+", "s32": rb"-?\d+", "s64": rb"-?\d+",
           "array": rb"\{[0-9a-fx,]*\}"}
 _FORK = re.compile(rb"pid=(?P<pid>\d+) child_comm=.* child_pid=(?P<child>\d+)$", re.S)
@@ -56,7 +56,7 @@ class LineParser:
             key = d.event.encode()
             self.defs[key] = d
             body = rb" ".join(_field_re(n, t) for n, _, t in d.fields)
-            self.res[key] = re.compile(rb"^" + _LOC + body + rb"$", re.S)
+            self.res[key] = re.compile(rb"^" + _LOC + (rb"\s" + body if body else b"") + rb"\s*$", re.S)
 
     def parse(self, line: bytes) -> Optional[Tuple[str, int, Optional[int], str, int, Dict[str, object]]]:
         m = _HEAD.match(line)
@@ -344,13 +344,27 @@ class Assembler:
             fk["latency"] = ts - fk["ts"]
             fk["done"] = True
 
+    # dup_mmap inlined (6.12): uprobe_start_dup_mmap() .. uprobe_end_dup_mmap(), map_count from
+    # uprobe_dup_mmap(oldmm, mm) in between
+    def _kp_dup_mmap_start(self, tid, tgid, comm, ts, f):
+        if self.is_watched(tgid, tid, ts):
+            self.fork[tid] = {"ts": ts, "map_count": None, "vmas": 0, "named": 0, "done": False,
+                              "probe": "uprobe_dup_mmap_window"}
+
+    def _kp_uprobe_dup_mmap(self, tid, tgid, comm, ts, f):
+        fk = self.fork.get(tid)
+        if fk is not None and not fk["done"]:
+            fk["map_count"] = f["map_count"]
+
+    _kp_dup_mmap_end = _kr_dup_mmap
+
     def _tp_sched_fork(self, tid, tgid, comm, ts, f):
         fk = self.fork.pop(tid, None)
-        if fk is None or not fk["done"]:
+        if fk is None or not fk["done"] or fk["map_count"] is None:
             return
         ev = self._hdr("fork", tid, tgid, comm, ts)
-        ev.update(latency_ns=fk["latency"], child_pid=f["child_pid"], map_count=fk["map_count"] or 0,
-                  vmas_copied=fk["vmas"], named_copied=fk["named"], probe="dup_mmap")
+        ev.update(latency_ns=fk["latency"], child_pid=f["child_pid"], map_count=fk["map_count"],
+                  vmas_copied=fk["vmas"], named_copied=fk["named"], probe=fk.get("probe", "dup_mmap"))
         self.on_event(ev)
         if self.children and self.filter_pids:
             self.watched.setdefault(f["child_pid"], ts)

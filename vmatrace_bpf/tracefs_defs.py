@@ -203,6 +203,10 @@ def _define(b: Builder, fn: str, kind: str, target: str, kinfo: KernelInfo) -> E
         f.append(("ret", "$retval", "s32"))
     elif fn == "kp_dup_mmap":
         f.append(("map_count", _deref(b.off("mm_struct", "map_count"), b.arg(fn, "oldmm")), "s32"))
+    elif fn == "kp_uprobe_dup_mmap":
+        f.append(("map_count", _deref(b.off("mm_struct", "map_count"), b.arg(fn, "oldmm")), "s32"))
+    elif fn in ("kp_dup_mmap_start", "kp_dup_mmap_end"):
+        pass  # the bracket: its time is all that is read
     elif fn == "kr_dup_mmap":
         f.append(("ret", "$retval", "s32"))
     elif fn == "kr_vm_area_dup":

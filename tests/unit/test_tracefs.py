@@ -51,6 +51,21 @@ def test_vma_merge_stack_arguments_per_arch(saved_kernel):
     assert " anon=$stack3:x64 " in a["kp_vma_merge"].line("g")  # slot 11: 8 registers, then stack word 3
 
 
+def test_fork_window_reads_map_count_at_uprobe_dup_mmap(saved_kernel):
+    """6.12 inlines dup_mmap: the bracket times it, and uprobe_dup_mmap(oldmm, mm) gives map_count (tracefs
+    only: the BPF program reads current->mm)."""
+    k = saved_kernel("x86_64", "6.12.117")
+    plan = choose(k, backend="tracefs")
+    assert plan.choices["fork"].variant.name == "uprobe_dup_mmap-window"
+    lines = [d.line("g") for d in build(plan, k, True).events if d.kind != "tracepoint"]
+    off = k.btf.member_offset("mm_struct", "map_count")
+    assert f"p:g/vt_kp_uprobe_dup_mmap uprobe_dup_mmap map_count=+{off}(%di):s32" in lines
+    assert "kp_uprobe_dup_mmap" not in [p.fn for p in choose(k).probes()]
+    p = LineParser(build(plan, k, True).events)
+    assert p.parse(b"  a-5 (5) [000] .....  1.000001: vt_kp_dup_mmap_start: (uprobe_start_dup_mmap+0x4/0x60)")[0] \
+        == "kp_dup_mmap_start"
+
+
 def test_vmg_return_needs_return_args(saved_kernel):
     k = saved_kernel("x86_64", "6.12.117")
     defs = build(choose(k, backend="tracefs"), k, return_args=False)
