@@ -50,8 +50,11 @@ ebpf_option = click.option("--ebpf", is_flag=True, help="print the BPF program a
 force_option = click.option("--force", multiple=True, metavar="CAP=VARIANT",
                             help="pin a capability to a variant of the attach plan (see doctor), "
                                  "e.g. fork=uprobe_dup_mmap-window")
-backend_option = click.option("--backend", type=click.Choice(["bcc", "tracefs"]), default="bcc", show_default=True,
-                              help="bcc: BPF programs; tracefs: kprobe events, no compiler or bcc needed")
+backend_option = _both(
+    click.option("--backend", type=click.Choice(["bcc", "tracefs"]), default=None,
+                 help="bcc (default): BPF programs; tracefs (default with --adb): kprobe events, no compiler or bcc"),
+    click.option("--adb", "use_adb", is_flag=True, help="trace an Android device over adb (tracefs backend, root)"),
+    click.option("-s", "serial", metavar="SERIAL", help="with --adb: the device (as `adb devices` lists it)"))
 # bcc tools' positional INTERVAL [COUNT]
 interval_count_arguments = _both(click.argument("interval", required=False, type=SECONDS),
                                  click.argument("count", required=False, type=COUNT))

@@ -20,6 +20,7 @@ from .kernel import KernelInfo
 from .loader import Tracer
 from .plan import Plan, PlanError, choose, parse_force
 from .tracefs import TracefsTracer
+from .tracefs_adb import Device
 
 
 def process_state(pid: int) -> Optional[str]:
@@ -95,13 +96,42 @@ def tracefs_problem(kinfo: KernelInfo) -> Optional[str]:
     return None
 
 
+def backend_and_device(backend: Optional[str], use_adb: bool, serial: Optional[str]):
+    """(backend, Device or None) from --backend, --adb and -s."""
+    if serial and not use_adb:
+        raise VmabpfError("-s SERIAL chooses the device for --adb: add --adb", exit_code=2)
+    if use_adb:
+        if backend == "bcc":
+            raise VmabpfError("--adb traces through the device's tracefs: bcc cannot run over adb "
+                              "(use --backend tracefs, the default with --adb)", exit_code=2)
+        return "tracefs", Device(serial)
+    return backend or "bcc", None
+
+
+def device_problem(kinfo: KernelInfo) -> Optional[str]:
+    if kinfo.btf is None:
+        return "no BTF from the device (/sys/kernel/btf/vmlinux): the fetch-args' offsets need it"
+    return None
+
+
 def prepare(pids: List[int], tid: Optional[int], force: Sequence[str],
-            only: Optional[List[str]] = None, backend: str = "bcc") -> Tuple[KernelInfo, Plan]:
+            only: Optional[List[str]] = None, backend: str = "bcc", device=None) -> Tuple[KernelInfo, Plan]:
     """Checks, kernel info and plan for a trace of PIDS; raises VmabpfError with one line."""
     try:
         parse_force(force)  # a malformed --force is refused before anything else is tried
     except PlanError as e:
         raise VmabpfError(str(e)) from None
+    if device is not None:
+        for pid in pids:
+            if not device.alive(pid):
+                raise VmabpfError(f"no process with PID {pid} on the device (check with adb shell ps -A)")
+            if tid and tid not in device.tids(pid):
+                raise VmabpfError(f"PID {pid} has no thread {tid} on the device")
+        kinfo = device.kernel_info()
+        problem = device_problem(kinfo)
+        if problem:
+            raise VmabpfError(f"cannot trace on the device: {problem}")
+        return kinfo, _plan(kinfo, force, only, "tracefs")
     for pid in pids:
         check_pid(pid)
         if tid:
@@ -113,8 +143,11 @@ def prepare(pids: List[int], tid: Optional[int], force: Sequence[str],
     return kinfo, _plan(kinfo, force, only, backend)
 
 
-def open_tracer(plan: Plan, kinfo: KernelInfo, on_event: Callable[[dict], None], **kw):
-    """The plan's tracer: BPF programs through bcc, or kprobe events in a tracefs instance."""
+def open_tracer(plan: Plan, kinfo: KernelInfo, on_event: Callable[[dict], None], device=None, **kw):
+    """The plan's tracer: BPF programs through bcc, or kprobe events in a tracefs instance (a device's
+    over adb with DEVICE)."""
+    if device is not None:
+        return TracefsTracer(plan, kinfo, on_event, fs=device, tids_of=device.tids, tgid_of=device.tgid, **kw)
     if plan.backend == "tracefs":
         return TracefsTracer(plan, kinfo, on_event, **kw)
     return Tracer(plan, kinfo, on_event, **kw)
@@ -134,10 +167,13 @@ def missing_note(plan: Plan) -> str:
 
 def trace_loop(tracer, on_event: Callable[[dict], None], pids: List[int], stop: StopFlag,
                duration: Optional[float] = None, interval: Optional[float] = None,
-               on_interval: Optional[Callable[[], bool]] = None) -> str:
+               on_interval: Optional[Callable[[], bool]] = None,
+               alive: Optional[Callable[[int], bool]] = None) -> str:
     """Poll until Ctrl-C/SIGTERM, DURATION, the (first) watched process exiting, or
-    ON_INTERVAL returning False.  Lost events are reported as {"type": "lost"}.
-    Returns why it stopped."""
+    ON_INTERVAL returning False, or the tracer's event source ending (``tracer.ended``: adb died).
+    ALIVE says whether a PID lives (a device's over adb).  Lost events are reported as
+    {"type": "lost"}.  Returns why it stopped."""
+    alive = alive or process_alive
     start = time.monotonic()
     next_tick = start + interval if interval else None
     next_alive_check = start
@@ -156,8 +192,10 @@ def trace_loop(tracer, on_event: Callable[[dict], None], pids: List[int], stop: 
             why = "duration"
         elif pids and now >= next_alive_check:
             next_alive_check = now + 0.25
-            if not process_alive(pids[0]):
+            if not alive(pids[0]):
                 why = "exit"
+        if getattr(tracer, "ended", None) and not why:
+            why = "ended"
         if next_tick and now >= next_tick and not why:
             next_tick += interval
             if on_interval and on_interval() is False:

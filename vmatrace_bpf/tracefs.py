@@ -51,7 +51,8 @@ class TracefsTracer:
 
     def __init__(self, plan: Plan, kinfo: KernelInfo, on_event: Callable[[events.Event], None],
                  pids: Iterable[int] = (), tid: Optional[int] = None, children: bool = False,
-                 filter_pids: Optional[bool] = None, fs=None, tids_of: Optional[Callable[[int], List[int]]] = None):
+                 filter_pids: Optional[bool] = None, fs=None, tids_of: Optional[Callable[[int], List[int]]] = None,
+                 tgid_of: Optional[Callable[[int], Optional[int]]] = None):
         if fs is None:
             if not kinfo.files.tracefs:
                 raise VmabpfError("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)")
@@ -82,7 +83,8 @@ class TracefsTracer:
                                    page_shift=_config_page_shift(kinfo),
                                    softdirty=events.layout().c("VT_VM_SOFTDIRTY_BIT")
                                    if cfg.get("MEM_SOFT_DIRTY") == "y" else 0,
-                                   tgid_of=_tgid_of, filter_pids=self.filter_pids)
+                                   tgid_of=tgid_of or _tgid_of, filter_pids=self.filter_pids)
+        self.ended: Optional[str] = None  # the trace pipe closed under us (adb died, the device went away)
         self.parser: Optional[LineParser] = None
 
     # -- set-up ------------------------------------------------------------------------------------------------
@@ -191,6 +193,8 @@ class TracefsTracer:
                 return False
             raise
         if not data:
+            if not self.ended and not isinstance(self.fs, LocalFS):
+                self.ended = "the trace pipe closed (adb ended: device disconnected?)"
             return False
         lines, self.buf = split_lines(self.buf + data, starts_event)
         for line in lines:
@@ -237,10 +241,16 @@ class TracefsTracer:
     def close(self) -> None:
         if self.fd is not None:
             try:
-                os.close(self.fd)
+                self.fs.close_pipe(self.fd)
             except OSError:
                 pass
             self.fd = None
+        try:
+            self._remove()
+        except (OSError, VmabpfError):
+            pass  # the device is gone: the next start removes what is left (remove_stale)
+
+    def _remove(self) -> None:
         if self.fs.exists(self.inst):
             _disable_instance(self.fs, self.inst)
             try:

@@ -50,6 +50,9 @@ class LocalFS:
     def open_pipe(self, rel: str) -> int:
         return os.open(self.path(rel), os.O_RDONLY | os.O_NONBLOCK)
 
+    def close_pipe(self, fd: int) -> None:
+        os.close(fd)
+
 
 def _pid_alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")

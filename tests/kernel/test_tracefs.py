@@ -150,3 +150,69 @@ def test_watch_cli_tracefs_prints_the_bcc_lines(kinfo):
     a = [_strip(e) for e in outs["bcc"] if e["type"] in kinds]
     b = [_strip(e) for e in outs["tracefs"] if e["type"] in kinds]
     assert a and b == a
+
+
+def _adb_env(tmp_path):
+    env = dict(os.environ, PATH=os.path.join(REPO, "tests", "bin") + os.pathsep + os.environ["PATH"],
+               FAKE_ADB_LOCAL="1", FAKE_ADB_LOG=str(tmp_path / "adb.log"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.pop("FAKE_ADB_ROOT", None)
+    return env
+
+
+def test_watch_adb_through_the_stand_in_adb(kinfo, tmp_path):
+    """`vmabpf watch --adb -p PID` (tracefs over `adb shell`, here a stand-in adb that runs the device command
+    on this machine) beside `vmabpf watch -p PID` (bcc): the same events.  The device's kernel files are pulled
+    once: a second start reads none of them again."""
+    env = _adb_env(tmp_path)
+    w = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", "all", "--wait"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, cwd=REPO, bufsize=1)
+    pid = json.loads(readline(w, w.stdout, "ready line"))["pid"]
+    procs = {"bcc": subprocess.Popen(VMABPF + ["watch", "-p", str(pid), "-j"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, cwd=REPO),
+             "adb": subprocess.Popen(VMABPF + ["watch", "--adb", "-p", str(pid), "-j"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)}
+    for p in procs.values():
+        wait_banner(p)
+    w.stdin.write("\n")
+    w.stdin.flush()
+    readline(w, w.stdout, "result")
+    w.stdin.write("\n")
+    w.stdin.close()
+    w.wait(timeout=60)
+    outs = {}
+    for name, p in procs.items():
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        outs[name] = [json.loads(ln) for ln in out.splitlines()]
+    kinds = ("name_set", "merge", "split", "fork", "name_alloc")
+    a = [_strip(e) for e in outs["bcc"] if e["type"] in kinds]
+    b = [_strip(e) for e in outs["adb"] if e["type"] in kinds]
+    assert a and b == a
+    log = (tmp_path / "adb.log").read_text()
+    assert "cat /proc/kallsyms" in log and "/sys/kernel/btf/vmlinux" in log
+    assert not os.listdir(os.path.join(kinfo.files.tracefs, "instances")) or not any(
+        n.startswith(PREFIX) for n in os.listdir(os.path.join(kinfo.files.tracefs, "instances")))
+    # a second start: the cached device files, none pulled again
+    (tmp_path / "adb.log").write_text("")
+    p = subprocess.Popen(VMABPF + ["watch", "--adb", "-p", str(os.getpid()), "--duration", "1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    wait_banner(p)
+    assert p.wait(timeout=120) == 0
+    assert "kallsyms" not in (tmp_path / "adb.log").read_text()
+
+
+def test_adb_dying_ends_the_trace_and_removes_the_instance(kinfo, tmp_path):
+    """The long-lived `adb shell cat trace_pipe` dies (USB unplugged): watch stops, says so, exits 0, and the
+    probes and the instance are removed (here the "device" is still reachable for the clean-up)."""
+    env = _adb_env(tmp_path)
+    p = subprocess.Popen(VMABPF + ["watch", "--adb", "-p", str(os.getpid())], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    wait_banner(p)
+    inst = f"instances/{PREFIX}-{p.pid}/trace_pipe"
+    assert subprocess.run(["pkill", "-f", f"cat .*{inst}"]).returncode == 0
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "trace pipe closed" in err
+    assert not os.path.exists(os.path.join(kinfo.files.tracefs, f"instances/{PREFIX}-{p.pid}"))
+    with open(os.path.join(kinfo.files.tracefs, "kprobe_events")) as f:
+        assert f"{PREFIX}_{p.pid}/" not in f.read()

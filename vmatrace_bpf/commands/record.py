@@ -8,7 +8,7 @@ from ..errors import VmabpfError, one_line_errors
 from ..escape import escape
 from ..options import PID, backend_option, children_option, duration_option, force_option, replace_option
 from ..recording import RecordWriter, make_header, open_output
-from ..session import StopFlag, missing_note, open_tracer, prepare, trace_loop
+from ..session import StopFlag, backend_and_device, missing_note, open_tracer, prepare, trace_loop
 
 
 @click.command()
@@ -21,7 +21,7 @@ from ..session import StopFlag, missing_note, open_tracer, prepare, trace_loop
 @force_option
 @backend_option
 @one_line_errors
-def record(output, replace, pid, children, duration, force, backend):
+def record(output, replace, pid, children, duration, force, backend, use_adb, serial):
     """Record named-VMA events to FILE (JSON Lines: header, events, footer)
     for `vmabpf report`, here or on another machine.
 
@@ -40,16 +40,17 @@ def record(output, replace, pid, children, duration, force, backend):
     why = "error"
     header_written = False
     try:
-        kinfo, plan = prepare(pids, None, force, backend=backend)
+        backend, device = backend_and_device(backend, use_adb, serial)
+        kinfo, plan = prepare(pids, None, force, backend=backend, device=device)
 
-        with StopFlag() as stop, open_tracer(plan, kinfo, writer.write_event, pids=pids, children=children,
+        with StopFlag() as stop, open_tracer(plan, kinfo, writer.write_event, device, pids=pids, children=children,
                                              filter_pids=bool(pids)) as tracer:
             writer.write_header(make_header(plan.to_json(), kinfo.release, kinfo.arch, pids, children))
             header_written = True
             who = f"PID {pid}{' and its children' if children else ''}" if pids else "all processes"
             click.echo(f"Recording named-VMA events of {who} to {escape(name)}"
                        f"{missing_note(plan)}... Hit Ctrl-C to end.", err=True)
-            why = trace_loop(tracer, writer.write_event, pids, stop, duration)
+            why = trace_loop(tracer, writer.write_event, pids, stop, duration, alive=device.alive if device else None)
     finally:
         if header_written:
             writer.close(why)
@@ -60,4 +61,7 @@ def record(output, replace, pid, children, duration, force, backend):
             outfile.discard()
     if why == "exit":
         click.echo(f"PID {pid} exited; detached.", err=True)
+    elif why == "ended":
+        click.echo("the trace pipe closed (adb ended: device disconnected?); the recording is complete up to "
+                   "then.", err=True)
     click.echo(f"Recorded {writer.events} events ({writer.lost} lost) to {escape(name)}.", err=True)

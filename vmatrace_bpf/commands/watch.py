@@ -12,7 +12,7 @@ from ..errors import VmabpfError, one_line_errors
 from ..loader import build_defines, ebpf_text
 from ..options import PID, backend_option, children_option, duration_option, ebpf_option, force_option, interval_count_arguments
 from ..render import event_header, event_line, summary_table
-from ..session import StopFlag, ebpf_plan, missing_note, open_tracer, prepare, trace_loop
+from ..session import StopFlag, backend_and_device, ebpf_plan, missing_note, open_tracer, prepare, trace_loop
 
 
 @click.command()
@@ -28,7 +28,8 @@ from ..session import StopFlag, ebpf_plan, missing_note, open_tracer, prepare, t
 @backend_option
 @interval_count_arguments
 @one_line_errors
-def watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force, backend, interval, count):
+def watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force, backend, use_adb, serial,
+          interval, count):
     """Live events for one process: names set and rejected, merges (merged or why
     not), splits, forks and name refcount sharing.
 
@@ -43,7 +44,8 @@ def watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force
         raise VmabpfError("watch needs -p PID (the process to trace)", exit_code=2)
     if interval is not None and interval <= 0:
         raise VmabpfError("INTERVAL must be a positive number of seconds", exit_code=2)
-    kinfo, plan = prepare([pid], tid, force, backend=backend)
+    backend, device = backend_and_device(backend, use_adb, serial)
+    kinfo, plan = prepare([pid], tid, force, backend=backend, device=device)
 
     agg = Aggregator()
     out = sys.stdout
@@ -76,13 +78,16 @@ def watch(pid, tid, children, as_json, timestamp, verbose, duration, ebpf, force
         ticks.append(1)
         return count is None or len(ticks) < count
 
-    with StopFlag() as stop, open_tracer(plan, kinfo, on_event, pids=[pid], tid=tid, children=children,
+    with StopFlag() as stop, open_tracer(plan, kinfo, on_event, device, pids=[pid], tid=tid, children=children,
                                          filter_pids=True) as tracer:
         click.echo(f"Tracing named-VMA events for PID {pid}{' and its children' if children else ''}"
                    f"{missing_note(plan)}... Hit Ctrl-C to end.", err=True)
         if not as_json:
             out.write(event_header(timestamp) + "\n")
-        why = trace_loop(tracer, on_event, [pid], stop, duration, interval, on_interval)
+        why = trace_loop(tracer, on_event, [pid], stop, duration, interval, on_interval,
+                         alive=device.alive if device else None)
     if why == "exit":
         click.echo(f"PID {pid} exited; detached.", err=True)
+    elif why == "ended":
+        click.echo(f"{tracer.ended}; stopped, the events received are above.", err=True)
     emit_summary(True)
