@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 import heapq
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 def percentile(sorted_vals: List[int], q: float) -> Optional[int]:
     """Nearest-rank percentile of an ascending list (None if empty)."""
@@ -28,7 +28,10 @@ def regression(unnamed: Optional[float], named: Optional[float]) -> Optional[flo
 
 def blocked_by_name_only(cause: List[str]) -> bool:
     """The neighbour was adjacent and identical but for its name."""
-    return cause == ["name"]
+    return cause == _NAME_ONLY
+
+
+_NAME_ONLY = ["name"]  # never changed
 
 
 class ProcessStats:
@@ -73,15 +76,7 @@ class ProcessStats:
                 + self.name_objs_allocated + self.name_objs_freed)
 
     # -- feeding -------------------------------------------------------------
-    def add(self, ev: dict) -> None:
-        comm = ev.get("comm")
-        if comm:
-            self.comm = comm
-        # fast path: one dict lookup instead of building "_on_<type>" and getattr (report reads millions)
-        handler = _HANDLERS.get(ev["type"])
-        if handler is not None:
-            handler(self, ev)
-
+    # fed by Aggregator.add_many: a handler per event type (_HANDLERS)
     def _on_name_set(self, ev: dict) -> None:
         if ev["ret"] == 0:
             if ev.get("name_null"):
@@ -100,21 +95,30 @@ class ProcessStats:
         self.merges_attempted += 1
         if self.merges_by_outcome is None:
             self.merges_by_outcome, self.merges_by_source = Counter(), Counter()
-        self.merges_by_outcome[ev["outcome"]] += 1
+        outcome = ev["outcome"]
+        self.merges_by_outcome[outcome] += 1
         self.merges_by_source[ev["source"]] += 1
-        if ev["outcome"] != "none":
+        if outcome != "none":
             return
-        if self.not_merged_causes is None:
-            self.not_merged_causes = Counter()
-        for side, nb_name in (("prev", ev.get("prev_name", "")), ("next", ev.get("next_name", ""))):
-            cause = ev[f"{side}_cause"]
-            for word in cause:
-                self.not_merged_causes[word] += 1
-            if blocked_by_name_only(cause):
-                self.name_blocked += 1
-                if self.name_blocked_pairs is None:
-                    self.name_blocked_pairs = Counter()
-                self.name_blocked_pairs[(nb_name, ev["name"])] += 1
+        causes = self.not_merged_causes
+        if causes is None:
+            causes = self.not_merged_causes = Counter()
+        # the two sides unrolled (report reads millions of merges)
+        prev, nxt = ev["prev_cause"], ev["next_cause"]
+        for word in prev:
+            causes[word] += 1
+        for word in nxt:
+            causes[word] += 1
+        if prev == _NAME_ONLY:  # blocked_by_name_only
+            self._name_blocked(ev.get("prev_name", ""), ev["name"])
+        if nxt == _NAME_ONLY:
+            self._name_blocked(ev.get("next_name", ""), ev["name"])
+
+    def _name_blocked(self, neighbour: str, proposed: str) -> None:
+        self.name_blocked += 1
+        if self.name_blocked_pairs is None:
+            self.name_blocked_pairs = Counter()
+        self.name_blocked_pairs[(neighbour, proposed)] += 1
 
     def _on_split(self, ev: dict) -> None:
         if ev["ret"] != 0:
@@ -275,26 +279,31 @@ class Aggregator:
         self.track_frees = track_frees  # for merge(): see ProcessStats.merge
 
     def add(self, ev: dict) -> None:
-        self.events += 1
-        t = ev["type"]
-        if t == "lost":
-            self.lost += int(ev.get("count", 0))
-            return
-        pid = ev.get("pid")
-        if pid is None:
-            return
-        st = self.procs.get(pid)
-        if st is None:
-            st = self.procs[pid] = ProcessStats(pid)
-            if self.track_frees:
-                st.freed_ptrs = set()
-        # ProcessStats.add inlined (report feeds millions of events through here)
-        comm = ev.get("comm")
-        if comm:
-            st.comm = comm
-        handler = _HANDLERS.get(t)
-        if handler is not None:
-            handler(st, ev)
+        self.add_many((ev,))
+
+    def add_many(self, evs: Sequence[dict]) -> None:
+        """add() of each of EVS, in order (the reader's path: one call per batch of ~100)."""
+        self.events += len(evs)
+        procs, handlers = self.procs, _HANDLERS
+        for ev in evs:
+            t = ev["type"]
+            if t == "lost":
+                self.lost += int(ev.get("count", 0))
+                continue
+            pid = ev.get("pid")
+            if pid is None:
+                continue
+            st = procs.get(pid)
+            if st is None:
+                st = procs[pid] = ProcessStats(pid)
+                if self.track_frees:
+                    st.freed_ptrs = set()
+            comm = ev.get("comm")
+            if comm:
+                st.comm = comm
+            handler = handlers.get(t)
+            if handler is not None:
+                handler(st, ev)
 
     def merge(self, later: "Aggregator") -> "Aggregator":
         """Fold in an Aggregator(track_frees=True) fed the events that came right after ours."""
@@ -309,8 +318,7 @@ class Aggregator:
         return self
 
     def add_all(self, evs: Iterable[dict]) -> "Aggregator":
-        for ev in evs:
-            self.add(ev)
+        self.add_many(list(evs))
         return self
 
     def selected(self, pids: Optional[Iterable[int]] = None, top: Optional[int] = None) -> List[ProcessStats]:

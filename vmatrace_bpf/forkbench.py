@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 from statistics import median
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 from . import workload
 from .aggregate import percentile, regression
@@ -139,12 +139,16 @@ class BpfStats:
         return progs if isinstance(progs, list) else None
 
     @staticmethod
-    def match(progs: Optional[List[dict]], programs: Dict[str, Dict[str, int]]) -> Dict[str, dict]:
+    def match(progs: Optional[List[dict]], programs: Dict[str, Dict[str, int]],
+              expected: Iterable[str] = ()) -> Dict[str, dict]:
         """{label: {"id", "name", "run_cnt", "run_time_ns", "avg_ns", "source"}} for every program of
         PROGRAMS ({label: fdinfo numbers, see Tracer.programs}), matched to PROGS (bpftool's JSON) by
         program id: names cannot tell them apart (the kernel keeps 15 characters, BPF_OBJ_NAME_LEN 16,
-        and bcc's fentry/fexit programs all begin "kfunc__vmlinux_"/"kretfunc__vmlin").  A program
-        bpftool does not list is read from its fdinfo (the same kernel counters)."""
+        and bcc's fentry/fexit programs all begin "kfunc__vmlinux_"/"kretfunc__vmlin"; bpftool shows the
+        BTF name of some, "vm_area_dup" for bcc's "kretfunc__vmlinux__vm_area_dup").  A program bpftool
+        does not list is read from its fdinfo (the same kernel counters, source "fdinfo"); a label of
+        EXPECTED that PROGRAMS lacks (a program that was never loaded) is listed with source "missing"
+        and no numbers, never left out."""
         by_id = {p.get("id"): p for p in progs or () if isinstance(p, dict)}
         stats: Dict[str, dict] = {}
         for label, info in programs.items():
@@ -157,13 +161,19 @@ class BpfStats:
                       "run_time_ns": info.get("run_time_ns", 0), "source": "fdinfo"}
             st["avg_ns"] = st["run_time_ns"] / st["run_cnt"] if st["run_cnt"] else None
             stats[label] = st
+        for label in expected:
+            if label not in stats:
+                stats[label] = {"id": None, "name": None, "run_cnt": None, "run_time_ns": None, "avg_ns": None,
+                                "source": "missing"}
         return stats
 
     @classmethod
     def read(cls, tracers: Dict[str, "Tracer"]) -> Dict[str, dict]:
-        """{"FN [MODE]": stats} for every program loaded by each of TRACERS ({mode: Tracer})."""
+        """{"FN [MODE]": stats} for every program of each of TRACERS ({mode: Tracer}): those loaded, and
+        those it should have loaded but did not (source "missing")."""
         programs = {f"{fn} [{mode}]": info for mode, t in tracers.items() for fn, info in t.programs().items()}
-        return cls.match(cls.bpftool_progs(), programs)
+        expected = [f"{fn} [{mode}]" for mode, t in tracers.items() for fn in t.expected_programs()]
+        return cls.match(cls.bpftool_progs(), programs, expected)
 
 
 def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str], distinct: bool,

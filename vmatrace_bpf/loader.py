@@ -136,6 +136,12 @@ def fdinfo(fd: int) -> Dict[str, int]:
     return out
 
 
+def program_name(kind: str, target: str, fn: str) -> str:
+    """The name bcc gives the program of a probe (plan.Probe kind, target, fn): a TRACEPOINT_PROBE's is
+    made from its tracepoint, not its C function."""
+    return "tracepoint__" + target.replace(":", "__") if kind == "tracepoint" else fn
+
+
 class Tracer:
     """The loaded programs.  Use as a context manager: exit detaches everything."""
 
@@ -167,7 +173,7 @@ class Tracer:
             self.watch_pid(pid)
         # bcc attaches TRACEPOINT_PROBE and KRETFUNC_PROBE programs while loading;
         # take them off so that attach()/detach() control every probe alike
-        self._auto = [("tracepoint", tp.decode(), "tracepoint__" + tp.decode().replace(":", "__"))
+        self._auto = [("tracepoint", tp.decode(), program_name("tracepoint", tp.decode(), ""))
                       for tp in list(self.bpf.tracepoint_fds)]
         self._auto += [("kretfunc", fn.decode(), fn.decode()) for fn in list(self.bpf.kfunc_exit_fds)]
         for kind, target, fn in self._auto:
@@ -269,6 +275,13 @@ class Tracer:
             if "prog_id" in info:
                 out[name.decode() if isinstance(name, bytes) else name] = info
         return out
+
+    def expected_programs(self) -> List[str]:
+        """The BPF functions of every program attach() attaches (the keys programs() should have once
+        each has been attached): the plan's kprobes and kretprobes, and the tracepoint and fexit programs
+        bcc loaded with the object (a plan's tracepoint a -D macro compiles out is not one)."""
+        names = [program_name(p.kind, p.target, p.fn) for p in self.plan.probes() if p.kind in ("kprobe", "kretprobe")]
+        return names + [fn for _, _, fn in getattr(self, "_auto", ())]
 
     def table(self, name: str):
         """A BPF map of the loaded program (bcc table object)."""

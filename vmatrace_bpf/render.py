@@ -330,9 +330,9 @@ def bench_text(result: dict) -> str:
     prof = result.get("bpf_profile")
     if prof:
         lines.append("\nBPF programs (kernel.bpf_stats_enabled; the probe mechanism itself is not included):")
-        lines.append(tabulate([[fn, st["run_cnt"], fmt(st["avg_ns"], ".0f"), fmt(st["run_time_ns"] / 1e6, ".1f")]
-                               for fn, st in sorted(prof.items())],
-                              headers=["program", "runs", "avg ns", "total ms"], tablefmt="simple", disable_numparse=True))
+        rows = [[fn, "not loaded" if st.get("source") == "missing" else st["run_cnt"], fmt(st["avg_ns"], ".0f"),
+                 fmt(st["run_time_ns"] and st["run_time_ns"] / 1e6, ".1f")] for fn, st in sorted(prof.items())]
+        lines.append(tabulate(rows, headers=["program", "runs", "avg ns", "total ms"], tablefmt="simple", disable_numparse=True))
     full = result["modes"].get("full")
     if full and full.get("dup_mmap"):
         refs = full["dup_mmap"]["named"]["named_refs_per_fork"]

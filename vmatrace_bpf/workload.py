@@ -6,6 +6,8 @@ then names, protects and forks it.  It reports the region and the resulting
 ``[anon:...]`` lines of /proc/self/maps as JSON.
 
     python3 -m vmatrace_bpf.workload SCENARIO [--wait]
+    python3 -m vmatrace_bpf.workload storm [SECONDS [PROCS]] [--wait]
+    python3 -m vmatrace_bpf.workload merge-storm [SECONDS [VMAS]] [--wait]
 
 With --wait it prints {"pid": N, "ready": true} and waits for a line on stdin
 before doing anything (so a tracer can start watching the PID first).
@@ -217,13 +219,98 @@ def scenario_noise(rounds: int = 200) -> Dict:
     return {"base": base, "end": base + 4 * PAGE, "rounds": rounds}
 
 
+def _storm(seconds: float) -> Dict:
+    base = map_region(2)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # no argtypes: ctypes objects passed as they are
+    halves = (ctypes.c_ulong(base), ctypes.c_ulong(base + PAGE))
+    size = ctypes.c_ulong(PAGE)
+    names = (ctypes.c_char_p(b"storm-a"), ctypes.c_char_p(b"storm-b"))
+    calls = failed = 0
+    t0 = time.monotonic()
+    end = t0 + seconds
+    while True:
+        for i in range(1000):  # the clock read once per 1000 calls
+            if prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, halves[i & 1], size, names[(i >> 1) & 1]):
+                failed += 1
+        calls += 1000
+        now = time.monotonic()
+        if now >= end:
+            break
+    return {"pid": os.getpid(), "calls": calls, "failed": failed, "seconds": now - t0}
+
+
+def scenario_storm(seconds: float = 3.0, procs: int = 1) -> Dict:
+    """An event storm for SECONDS: prctl(PR_SET_VMA_ANON_NAME) in a tight ctypes loop over the halves of
+    a 2-page mapping (first page "storm-a", second "storm-a", first "storm-b", second "storm-b", ...), so
+    that every call splits the VMA or merges it back; in PROCS processes (this one and PROCS-1 children
+    forked first).  Counts its own calls: each one makes exactly one name_set event (with its result),
+    besides the splits, merges and name objects it causes."""
+    r, w = os.pipe()
+    kids = []
+    for _ in range(int(procs) - 1):
+        kid = os.fork()
+        if kid == 0:
+            os.close(r)
+            os.write(w, (json.dumps(_storm(seconds)) + "\n").encode())
+            os._exit(0)
+        kids.append(kid)
+    os.close(w)
+    runs = [_storm(seconds)]
+    for kid in kids:
+        os.waitpid(kid, 0)
+    with os.fdopen(r) as f:
+        runs += [json.loads(line) for line in f]
+    took = max(x["seconds"] for x in runs)
+    calls = sum(x["calls"] for x in runs)
+    return {"procs": len(runs), "calls": calls, "failed": sum(x["failed"] for x in runs), "seconds": took,
+            "calls_per_s": calls / took, "runs": runs}
+
+
+def merge_storm_vmas(vmas: int) -> int:
+    """VMAS one-page VMAs named "storm-a"/"storm-b" alternately (so no two merge); their base."""
+    base = map_region(vmas)
+    for i in range(vmas):
+        rc = set_name(base + i * PAGE, PAGE, b"storm-b" if i & 1 else b"storm-a")
+        if rc:
+            raise OSError(-rc, f"naming VMA {i} failed")
+    return base
+
+
+def scenario_merge_storm(seconds: float = 3.0, vmas: int = 1000, base: Optional[int] = None) -> Dict:
+    """A merge storm for SECONDS: mprotect over VMAS one-page VMAs (merge_storm_vmas; with --wait made
+    before the ready line, so that a tracer sees the storm only) in a tight loop, PROT_READ and back: each
+    call asks the kernel to merge every VMA of the range with its neighbours (vma_modify; vma_merge before
+    6.11), one merge event each, which all fail on the names.  Many events per system call: the densest
+    storm."""
+    vmas = int(vmas)
+    if base is None:
+        base = merge_storm_vmas(vmas)
+    mprotect = ctypes.CDLL(None, use_errno=True).mprotect  # no argtypes: ctypes objects passed as they are
+    addr, size = ctypes.c_ulong(base), ctypes.c_ulong(vmas * PAGE)
+    calls = failed = 0
+    t0 = time.monotonic()
+    end = t0 + seconds
+    while True:
+        for prot in (PROT_READ, PROT_RW):
+            if mprotect(addr, size, prot):
+                failed += 1
+        calls += 2
+        now = time.monotonic()
+        if now >= end:
+            break
+    return {"base": base, "end": base + vmas * PAGE, "vmas": vmas, "map_count": len(maps_in(base, base + vmas * PAGE)),
+            "calls": calls, "failed": failed,
+            "seconds": now - t0, "merge_attempts": calls * vmas, "calls_per_s": calls / (now - t0)}
+
+
 def scenario_all() -> Dict:
     """names, split and fork in one process (the demo)."""
     return {"names": scenario_names(), "split": scenario_split(), "fork": scenario_fork()}
 
 
 SCENARIOS = {"forks": scenario_forks, "all": scenario_all, "names": scenario_names, "unnamed": scenario_unnamed, "split": scenario_split,
-             "fork": scenario_fork, "noise": scenario_noise}
+             "fork": scenario_fork, "noise": scenario_noise, "storm": scenario_storm,
+             "merge-storm": scenario_merge_storm}
 
 
 def main(argv: List[str]) -> int:
@@ -233,11 +320,15 @@ def main(argv: List[str]) -> int:
     if not args or args[0] not in SCENARIOS:
         print(f"usage: python3 -m vmatrace_bpf.workload {{{'|'.join(SCENARIOS)}}} [--wait]", file=sys.stderr)
         return 2
+    nums = [float(a) for a in args[1:3]] if args[0].endswith("storm") else []  # storm/merge-storm [SECONDS [N]]
+    kw = {}
     if "--wait" in argv:
+        if args[0] == "merge-storm":  # its VMAs before the ready line: not part of the storm a tracer sees
+            kw["base"] = merge_storm_vmas(int(nums[1]) if len(nums) > 1 else 1000)
         faulthandler.register(signal.SIGUSR1)  # a test harness can ask where it is stuck
         print(json.dumps({"pid": os.getpid(), "ready": True}), flush=True)
         sys.stdin.readline()
-    out = SCENARIOS[args[0]]()
+    out = SCENARIOS[args[0]](*nums, **kw)
     out["pid"] = os.getpid()
     print(json.dumps(out), flush=True)
     if "--wait" in argv:

@@ -33,9 +33,9 @@ def readline(proc, stream, what, timeout=STEP_TIMEOUT):
                          "of the vmabpf processes are on the console above")
 
 
-def start_workload(scenario):
-    """A `vmatrace_bpf.workload SCENARIO --wait` process: (Popen, pid). Write a line to start it."""
-    p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", scenario, "--wait"],
+def start_workload(scenario, *args):
+    """A `vmatrace_bpf.workload SCENARIO [ARGS] --wait` process: (Popen, pid). Write a line to start it."""
+    p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", scenario, *args, "--wait"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO, bufsize=1)
     return p, json.loads(readline(p, p.stdout, "ready line from the workload"))["pid"]
 
