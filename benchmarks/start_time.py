@@ -1,6 +1,9 @@
 """Time to first event: seconds from `vmabpf watch -p PID` start to its banner, and where they go.
 
-    sudo python3 benchmarks/start_time.py [--rounds N] [--tree LABEL=DIR ...] [--breakdown] [-j]
+    sudo python3 benchmarks/start_time.py [--rounds N] [--tree LABEL=DIR ...] [--tracefs] [--breakdown] [-j]
+
+With --tracefs, each tree is also run as `vmabpf watch --backend tracefs -p PID` (kprobe events in a
+tracefs instance, no compile), interleaved with the bcc runs: label "LABEL/tracefs".
 
 For each tree (a checkout of vmatrace-bpf; default: this one, labelled "this"), starts
 `vmabpf watch -p PID` (PID: a sleeping process) from that tree, as root, and measures the
@@ -41,11 +44,16 @@ import sys, time
 tree = sys.argv.pop(1)
 sys.path.insert(0, tree)
 t = time.monotonic()
-from vmatrace_bpf import loader
-bcc = loader.import_bcc()
 def out(what, s):
     sys.stderr.write("START_TIME %s %.6f\n" % (what, s))
     sys.stderr.flush()
+if "tracefs" in sys.argv:  # no bcc in this process at all
+    from vmatrace_bpf.cli import run
+    sys.argv[0] = "vmabpf"
+    run()
+    sys.exit(0)
+from vmatrace_bpf import loader
+bcc = loader.import_bcc()
 out("import_bcc", time.monotonic() - t)
 def timed(name, fn):
     def wrapper(*a, **k):
@@ -65,9 +73,11 @@ run()
 """
 
 
-def one_run(tree: str, pid: int, timeout: float = 600) -> dict:
+def one_run(tree: str, pid: int, timeout: float = 600, backend: str = "bcc") -> dict:
     """{"total", "import_bcc", "compile", "attach", "before"} seconds for one `watch -p PID` from TREE."""
     args = [sys.executable, "-I", "-c", DRIVER, os.path.abspath(tree), "watch", "-p", str(pid)]
+    if backend != "bcc":
+        args += ["--backend", backend]
     t0 = time.monotonic()
     p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          text=True)
@@ -141,21 +151,25 @@ def main():
     ap.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR")
     ap.add_argument("-j", "--json", action="store_true")
     ap.add_argument("--breakdown", action="store_true", help="also time BPF(text=...) on stand-in programs")
+    ap.add_argument("--tracefs", action="store_true", help="also each tree with --backend tracefs, interleaved")
     a = ap.parse_args()
     trees = [t.split("=", 1) if "=" in t else (t, t) for t in a.tree] or \
         [("this", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
+    trees = [(label, tree, "bcc") for label, tree in trees] + (
+        [(f"{label}/tracefs", tree, "tracefs") for label, tree in trees] if a.tracefs else [])
     target = subprocess.Popen(["sleep", "100000"])
     try:
         first = {"tree": trees[0][0], **one_run(trees[0][1], target.pid)}
-        runs = {label: [] for label, _ in trees}
+        runs = {label: [] for label, _, _ in trees}
         for _ in range(a.rounds):
-            for label, tree in trees:
-                runs[label].append(one_run(tree, target.pid))
+            for label, tree, backend in trees:
+                runs[label].append(one_run(tree, target.pid, backend=backend))
     finally:
         target.kill()
         target.wait()
     res = {"kernel": platform.release(), "arch": platform.machine(), "rounds": a.rounds, "first_run": first,
-           "trees": {label: {"dir": tree, **summary(runs[label]), "runs": runs[label]} for label, tree in trees}}
+           "trees": {label: {"dir": tree, "backend": backend, **summary(runs[label]), "runs": runs[label]}
+                     for label, tree, backend in trees}}
     if a.breakdown:
         res["breakdown"] = breakdown()
     if a.json:
@@ -165,14 +179,15 @@ def main():
           f"runs per tree, trees interleaved; seconds")
     print(f"first run of the boot ({first['tree']}, bcc unpacks kheaders): total {first['total']:.1f}, "
           f"compile {first['compile']:.1f}")
-    print(f"{'tree':<12} {'total':>7} {'before':>7} {'bcc imp':>7} {'compile':>7} {'attach':>7} {'compile %':>9}")
+    print(f"{'tree':<16} {'total':>7} {'before':>7} {'bcc imp':>7} {'compile':>7} {'attach':>7} {'compile %':>9}")
     base = None
     for label, s in res["trees"].items():
         base = base or s
-        print(f"{label:<12} {s['total']:7.2f} {s['before']:7.2f} {s['import_bcc']:7.2f} {s['compile']:7.2f} "
+        print(f"{label:<16} {s['total']:7.2f} {s['before']:7.2f} {s['import_bcc']:7.2f} {s['compile']:7.2f} "
               f"{s['attach']:7.2f} {100 * s['compile_share']:8.0f}%"
-              + ("" if s is base else f"   total {s['total'] / base['total']:.2f}x, compile "
-                 f"{s['compile'] / base['compile']:.2f}x of {next(iter(res['trees']))}"))
+              + ("" if s is base else f"   total {s['total'] / base['total']:.2f}x"
+                 + (f", compile {s['compile'] / base['compile']:.2f}x" if s['compile'] else "")
+                 + f" of {next(iter(res['trees']))}"))
     for name, secs in res.get("breakdown", {}).items():
         print(f"BPF(text=...) of {name}: {secs:.1f} s")
 
