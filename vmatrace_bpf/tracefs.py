@@ -85,6 +85,9 @@ class TracefsTracer:
                                    if cfg.get("MEM_SOFT_DIRTY") == "y" else 0,
                                    tgid_of=tgid_of or _tgid_of, filter_pids=self.filter_pids)
         self.ended: Optional[str] = None  # the trace pipe closed under us (adb died, the device went away)
+        self.cleanup_error: Optional[str] = None
+        self.marker: Optional[bytes] = None
+        self.drains = 0
         self.parser: Optional[LineParser] = None
 
     # -- set-up ------------------------------------------------------------------------------------------------
@@ -198,6 +201,9 @@ class TracefsTracer:
             return False
         lines, self.buf = split_lines(self.buf + data, starts_event)
         for line in lines:
+            if self.marker and line.endswith(self.marker):
+                self.marker = None  # the drain's marker: everything before it has been read
+                continue
             rec = self.parser.parse(line)
             if rec is None:
                 if line.strip():
@@ -214,10 +220,27 @@ class TracefsTracer:
             while self._read():
                 pass
 
-    def drain(self) -> None:
-        if self.fd is not None:
-            while self._read():
-                pass
+    def drain(self, timeout: float = 10.0) -> None:
+        """Deliver everything traced so far.  A marker is written to the instance's trace_marker and lines
+        are read until it comes back: events still on their way (through adb) are not left behind."""
+        if self.fd is None:
+            return
+        self.drains += 1
+        marker = f"vmabpf-drain-{self.me}-{self.drains}"
+        try:
+            self.fs.write(f"{self.inst}/trace_marker", marker)
+            self.marker = marker.encode()
+        except (OSError, VmabpfError):
+            self.marker = None  # no trace_marker (or the device is gone): what has arrived is all there is
+        deadline = time.monotonic() + timeout
+        while self.marker and not self.ended and time.monotonic() < deadline:
+            r, _, _ = select.select([self.fd], [], [], 0.1)
+            if r:
+                while self._read():
+                    pass
+        while self._read():
+            pass
+        self.marker = None
 
     @property
     def undecodable(self) -> int:
@@ -253,10 +276,15 @@ class TracefsTracer:
     def _remove(self) -> None:
         if self.fs.exists(self.inst):
             _disable_instance(self.fs, self.inst)
-            try:
-                self.fs.rmdir(self.inst)
-            except OSError:
-                pass
+            for attempt in range(10):  # a reader of its trace_pipe still exiting holds it (EBUSY)
+                try:
+                    self.fs.rmdir(self.inst)
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or attempt == 9:
+                        self.cleanup_error = f"{self.inst}: {e.strerror}"
+                        break
+                    time.sleep(0.2)
         for d in reversed(self.defined):
             if d.kind != "tracepoint":
                 self._undefine(d)

@@ -78,7 +78,7 @@ class Device:
                               "not mounted at /sys/kernel/tracing)")
         self.root = root
         self.tracefs = root
-        self.pipes: Dict[int, subprocess.Popen] = {}
+        self.pipes: Dict[int, tuple] = {}  # fd -> (the adb process, the device path it reads)
         self._alive: Dict[int, tuple] = {}
         self._tgid: Dict[int, Optional[int]] = {}
 
@@ -140,15 +140,17 @@ class Device:
             raise VmabpfError(f"cannot run adb: {e.strerror or e}") from None
         fd = p.stdout.fileno()
         os.set_blocking(fd, False)
-        self.pipes[fd] = p
+        self.pipes[fd] = (p, self.path(rel))
         return fd
 
     def close_pipe(self, fd: int) -> None:
-        p = self.pipes.pop(fd, None)
+        p, path = self.pipes.pop(fd, (None, None))
         if p is not None:
             p.kill()
             p.wait()
             p.stdout.close()
+            # the device's cat outlives the adb client for a while: end it, or the instance stays busy
+            self.run(f"pkill -f {shlex.quote('cat ' + path)}; true")
 
     # -- what the session needs --------------------------------------------------------------------------------
     def alive(self, pid: int) -> bool:

@@ -124,32 +124,38 @@ def test_stale_instance_of_a_dead_vmabpf_removed(kinfo):
         assert f"{PREFIX}_{p.pid}/" not in f.read()
 
 
-def test_watch_cli_tracefs_prints_the_bcc_lines(kinfo):
-    """`vmabpf watch --backend tracefs -p PID` and `vmabpf watch -p PID` side by side on one workload:
-    the same event lines (times aside)."""
+def _side_by_side(commands):
+    """Start each `vmabpf ARGS -p PID -j` (name -> (ARGS, env)) on one `all` workload, run it, and return
+    name -> the events each printed (times stripped), of the kinds both backends trace."""
     w = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", "all", "--wait"], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True, cwd=REPO, bufsize=1)
     pid = json.loads(readline(w, w.stdout, "ready line"))["pid"]
-    outs = {}
     procs = {}
-    for backend in ("bcc", "tracefs"):
-        procs[backend] = subprocess.Popen(VMABPF + ["watch", "--backend", backend, "-p", str(pid), "-j"],
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-        wait_banner(procs[backend])
+    for name, (args, env) in commands.items():
+        procs[name] = subprocess.Popen(VMABPF + args + ["-p", str(pid), "-j"], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+        wait_banner(procs[name])
     w.stdin.write("\n")
     w.stdin.flush()
     readline(w, w.stdout, "result")
     w.stdin.write("\n")
     w.stdin.close()
     w.wait(timeout=60)
-    for backend, p in procs.items():
+    kinds = ("name_set", "merge", "split", "fork", "name_alloc")
+    outs = {}
+    for name, p in procs.items():
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
-        outs[backend] = [json.loads(ln) for ln in out.splitlines()]
-    kinds = ("name_set", "merge", "split", "fork", "name_alloc")
-    a = [_strip(e) for e in outs["bcc"] if e["type"] in kinds]
-    b = [_strip(e) for e in outs["tracefs"] if e["type"] in kinds]
-    assert a and b == a
+        outs[name] = [_strip(e) for e in map(json.loads, out.splitlines()) if e["type"] in kinds]
+    return outs
+
+
+def test_watch_cli_tracefs_prints_the_bcc_lines(kinfo):
+    """`vmabpf watch --backend tracefs -p PID` and `vmabpf watch -p PID` side by side on one workload:
+    the same event lines (times aside)."""
+    outs = _side_by_side({"bcc": (["watch", "--backend", "bcc"], None), "tracefs": (["watch", "--backend", "tracefs"],
+                                                                                      None)})
+    assert outs["bcc"] and outs["tracefs"] == outs["bcc"]
 
 
 def _adb_env(tmp_path):
@@ -164,30 +170,8 @@ def test_watch_adb_through_the_stand_in_adb(kinfo, tmp_path):
     on this machine) beside `vmabpf watch -p PID` (bcc): the same events.  The device's kernel files are pulled
     once: a second start reads none of them again."""
     env = _adb_env(tmp_path)
-    w = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", "all", "--wait"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True, cwd=REPO, bufsize=1)
-    pid = json.loads(readline(w, w.stdout, "ready line"))["pid"]
-    procs = {"bcc": subprocess.Popen(VMABPF + ["watch", "-p", str(pid), "-j"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, cwd=REPO),
-             "adb": subprocess.Popen(VMABPF + ["watch", "--adb", "-p", str(pid), "-j"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)}
-    for p in procs.values():
-        wait_banner(p)
-    w.stdin.write("\n")
-    w.stdin.flush()
-    readline(w, w.stdout, "result")
-    w.stdin.write("\n")
-    w.stdin.close()
-    w.wait(timeout=60)
-    outs = {}
-    for name, p in procs.items():
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        outs[name] = [json.loads(ln) for ln in out.splitlines()]
-    kinds = ("name_set", "merge", "split", "fork", "name_alloc")
-    a = [_strip(e) for e in outs["bcc"] if e["type"] in kinds]
-    b = [_strip(e) for e in outs["adb"] if e["type"] in kinds]
-    assert a and b == a
+    outs = _side_by_side({"bcc": (["watch"], None), "adb": (["watch", "--adb"], env)})
+    assert outs["bcc"] and outs["adb"] == outs["bcc"]
     log = (tmp_path / "adb.log").read_text()
     assert "cat /proc/kallsyms" in log and "/sys/kernel/btf/vmlinux" in log
     assert not os.listdir(os.path.join(kinfo.files.tracefs, "instances")) or not any(
