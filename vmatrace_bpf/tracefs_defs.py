@@ -198,6 +198,7 @@ def _define(b: Builder, fn: str, kind: str, target: str, kinfo: KernelInfo) -> E
               ("end", _deref(v["vm_end"], vma), "x64"), ("addr", b.arg(fn, "addr"), "x64"),
               ("new_below", b.arg(fn, "new_below"), "u32"), ("file", _deref(v["vm_file"], vma), "x64"),
               ("anon", _deref(v["anon_name"], vma), "x64"),
+              ("ref", _deref(b.name_kref, _deref(v["anon_name"], vma)), "u32"),
               ("name", b.name_array(_deref(v["anon_name"], vma)), f"x64[{NAME_WORDS}]")]
     elif fn == "kr_split":
         f.append(("ret", "$retval", "s32"))

@@ -160,6 +160,20 @@ def test_events_before_watch_time_and_of_others_ignored():
     assert (ev["name"], ev["refcount"], ev["ret"], ev["err"]) == ("n", 2, 0, None)
 
 
+def test_failed_split_keeps_the_refcount_it_had():
+    """A split that fails (after or before copying the VMA) reports the name's refcount as it stands after
+    the failure, as the BPF program reads it on return: the count at entry."""
+    out = []
+    a = Assembler(out.append, {9: 0})
+    split = {"vma": 1, "start": 0, "end": 0x2000, "addr": 0x1000, "new_below": 0, "file": 0, "anon": 0x77,
+             "ref": 3, "name": b"n".ljust(80, b"\0")}
+    a.feed(("kp_split", 9, 9, "w", 1, split))
+    a.feed(("kr_vm_area_dup", 9, 9, "w", 2, {"vma": 2, "file": 0, "anon": 0x77, "ref": 4}))
+    a.feed(("kr_split", 9, 9, "w", 3, {"ret": -12}))
+    (ev,) = out
+    assert (ev["refcount"], ev["err"]) == (3, "ENOMEM") and events.valid_event(ev)
+
+
 def test_fork_counts_and_child_followed():
     out = []
     a = Assembler(out.append, {9: 0}, children=True)
