@@ -34,14 +34,28 @@ from .tracefs_io import PREFIX, LocalFS, _disable_instance, _last_error, _tgid_o
 BUFFER_KB = 8192  # per CPU: a 65k-VMA fork makes one vm_area_dup event per VMA
 
 
-def _config_page_shift(kinfo: KernelInfo) -> int:
-    if kinfo.arch == "arm64":
-        shift = (kinfo.config or {}).get("ARM64_PAGE_SHIFT")
-        if shift is None:
-            raise VmabpfError("the arm64 page size is not known (no kernel config): merge page offsets "
-                              "cannot be checked; see 'vmabpf doctor'")
+def _page_shift(kinfo: KernelInfo, fs) -> int:
+    """PAGE_SHIFT of the traced kernel (the merge test compares page offsets): 12 on x86_64; on arm64
+    (4K, 16K or 64K pages) from the config, else the running kernel's page size (here, or the device's)."""
+    if kinfo.arch != "arm64":
+        return 12
+    shift = (kinfo.config or {}).get("ARM64_PAGE_SHIFT")
+    if shift is not None:
         return int(shift)
-    return 12
+    size = fs.page_size() if hasattr(fs, "page_size") else os.sysconf("SC_PAGE_SIZE") if kinfo.files.live else None
+    if not size or size & (size - 1):
+        raise VmabpfError("the arm64 page size is not known (no kernel config, no page size from the kernel): "
+                          "merge page offsets cannot be checked")
+    return size.bit_length() - 1
+
+
+def _softdirty(kinfo: KernelInfo) -> int:
+    """VM_SOFTDIRTY, which the merge test ignores: the bit with CONFIG_MEM_SOFT_DIRTY.  Without a config the
+    bit is ignored too: with the option off no flag has that value (include/linux/mm.h), so it is never set."""
+    cfg = kinfo.config
+    if cfg is not None and cfg.get("MEM_SOFT_DIRTY") != "y":
+        return 0
+    return events.layout().c("VT_VM_SOFTDIRTY_BIT")
 
 
 class TracefsTracer:
@@ -76,13 +90,10 @@ class TracefsTracer:
         self.cpus: List[str] = []
         self.lost_base = 0
         self.missing: Dict[str, str] = {}
-        cfg = kinfo.config or {}
         self.filter_pids = filter_pids is None or filter_pids
         self.assembler = Assembler(on_event, {},
                                    tid=tid, children=children, self_tgid=self.me,
-                                   page_shift=_config_page_shift(kinfo),
-                                   softdirty=events.layout().c("VT_VM_SOFTDIRTY_BIT")
-                                   if cfg.get("MEM_SOFT_DIRTY") == "y" else 0,
+                                   page_shift=_page_shift(kinfo, fs), softdirty=_softdirty(kinfo),
                                    tgid_of=tgid_of or _tgid_of, filter_pids=self.filter_pids)
         self.ended: Optional[str] = None  # the trace pipe closed under us (adb died, the device went away)
         self.cleanup_error: Optional[str] = None

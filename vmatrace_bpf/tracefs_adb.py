@@ -165,6 +165,10 @@ class Device:
         self._alive[pid] = (now, ok)
         return ok
 
+    def page_size(self) -> Optional[int]:
+        rc, out, _ = self.run("getconf PAGESIZE")
+        return int(out.strip()) if rc == 0 and out.strip().isdigit() else None
+
     def tids(self, pid: int) -> List[int]:
         rc, out, _ = self.run(f"ls /proc/{int(pid)}/task")
         return [int(t) for t in out.split() if t.isdigit()] if rc == 0 else [pid]
