@@ -201,3 +201,18 @@ def test_adb_dying_ends_the_trace_and_removes_the_instance(kinfo, tmp_path):
     assert not os.path.exists(os.path.join(kinfo.files.tracefs, f"instances/{PREFIX}-{p.pid}"))
     with open(os.path.join(kinfo.files.tracefs, "kprobe_events")) as f:
         assert f"{PREFIX}_{p.pid}/" not in f.read()
+
+
+def test_ctrl_c_removes_the_instance_and_probes(kinfo):
+    """SIGINT (Ctrl-C) ends `watch --backend tracefs` with its summary, exit 0, nothing left in tracefs."""
+    p = subprocess.Popen(VMABPF + ["watch", "--backend", "tracefs", "-p", str(os.getpid())], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=REPO)
+    wait_banner(p)
+    assert os.path.isdir(os.path.join(kinfo.files.tracefs, f"instances/{PREFIX}-{p.pid}"))
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "Traceback" not in err
+    assert not os.path.exists(os.path.join(kinfo.files.tracefs, f"instances/{PREFIX}-{p.pid}"))
+    with open(os.path.join(kinfo.files.tracefs, "kprobe_events")) as f:
+        assert f"{PREFIX}_{p.pid}/" not in f.read()
