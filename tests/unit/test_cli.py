@@ -53,6 +53,23 @@ def test_watch_errors_are_one_line():
     assert r.returncode == 1 and "unknown variant" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_backend_and_adb_errors_are_one_line(tmp_path):
+    fake = os.path.join(REPO, "tests", "bin")
+    for args, env, code, text in (
+            (["watch", "-s", "X", "-p", "1"], {}, 2, "-s SERIAL chooses the device for --adb"),
+            (["record", "-o", str(tmp_path / "r.jsonl"), "--backend", "bcc", "--adb", "-p", "1"], {}, 2,
+             "bcc cannot run over adb"),
+            (["watch", "--adb", "-p", "1"], {"PATH": str(tmp_path)}, 1, "adb not found on PATH"),
+            (["watch", "--adb", "-p", "1"], {"PATH": fake + os.pathsep + os.environ["PATH"], "FAKE_ADB_DEVICES": ""},
+             1, "no devices/emulators found")):
+        r = run(*args, env=dict(os.environ, **env))
+        assert r.returncode == code, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and text in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "r.jsonl").exists()  # refused before the output was made
+    js = json.loads(run("doctor", "--json", *saved_args("7.2.13")).stdout)
+    assert js["tracefs_backend"]["missing"].startswith("name_free")
+
+
 def test_watch_ebpf_prints_program_with_plan_macros():
     r = run("watch", "--ebpf", "-p", "1")
     assert r.returncode == 0
