@@ -40,6 +40,22 @@ def kinfo():
     return KernelInfo.live()
 
 
+_ATTACHED = []  # the Collectors whose programs are attached now
+
+
+@pytest.fixture(scope="module")
+def bcc_to_ourselves():
+    """A module that loads tracers of its own: bcc names its kprobe events by function and PID, so a session
+    collector still attached in this process would make their kprobes fail to attach.  Detach the attached
+    collectors for the module, and attach them again after it."""
+    paused = list(_ATTACHED)
+    for c in paused:
+        c.close()
+    yield
+    for c in paused:
+        c.reopen()
+
+
 class Collector:
     """A loaded tracer plus a way to run a workload scenario under it."""
 
@@ -54,6 +70,7 @@ class Collector:
         from vmatrace_bpf.loader import Tracer
         self.tracer = Tracer(self.plan, self.kinfo, self.events.append, filter_pids=True,
                              ringbuf=self.ringbuf).start()
+        _ATTACHED.append(self)
 
     def spawn(self, scenario, *args):
         p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", scenario, "--wait", *args],
@@ -93,6 +110,8 @@ class Collector:
 
     def close(self):
         self.tracer.close()
+        if self in _ATTACHED:
+            _ATTACHED.remove(self)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def storm_traced(capability, scenario, *args):
     return res, got, lost
 
 
-def test_prctl_storm_every_event_received_or_counted_lost():
+def test_prctl_storm_every_event_received_or_counted_lost(bcc_to_ourselves):
     """Only the prctl programs: each call makes exactly one name_set event, so the sum is exact."""
     res, got, lost = storm_traced("prctl", "storm", SECONDS)
     assert {e["type"] for e in got} <= {"name_set"}
@@ -48,7 +48,7 @@ def test_prctl_storm_every_event_received_or_counted_lost():
     assert all(e["ret"] == 0 for e in got)
 
 
-def test_merge_storm_every_event_received_or_counted_lost():
+def test_merge_storm_every_event_received_or_counted_lost(bcc_to_ourselves):
     """Only the merge programs: each mprotect over the VMAs makes one merge attempt per VMA (none merges:
     the names differ), so the sum is exact; hundreds of events per system call."""
     res, got, lost = storm_traced("merge", "merge-storm", SECONDS, "500")
@@ -58,7 +58,7 @@ def test_merge_storm_every_event_received_or_counted_lost():
     assert all(e["outcome"] == "none" for e in got)
 
 
-def test_record_under_storm_counts_what_it_lost(tmp_path):
+def test_record_under_storm_counts_what_it_lost(tmp_path, bcc_to_ourselves):
     """`record` with every probe: name_set events that did not arrive are within the lost count it wrote
     (the other events a call makes, splits, merges, name objects, also compete for the buffer)."""
     out = tmp_path / "storm.vmabpf.jsonl"
