@@ -12,7 +12,7 @@ from vmatrace_bpf.kernel import KernelInfo
 from vmatrace_bpf.loader import Tracer
 from vmatrace_bpf.plan import choose
 
-SECONDS = "3"
+SECONDS = "1"
 
 
 def storm_traced(capability, scenario, *args):

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -124,38 +123,36 @@ def test_stale_instance_of_a_dead_vmabpf_removed(kinfo):
         assert f"{PREFIX}_{p.pid}/" not in f.read()
 
 
-def _side_by_side(commands):
-    """Start each `vmabpf ARGS -p PID -j` (name -> (ARGS, env)) on one `all` workload, run it, and return
-    name -> the events each printed (times stripped), of the kinds both backends trace."""
-    w = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf.workload", "all", "--wait"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True, cwd=REPO, bufsize=1)
-    pid = json.loads(readline(w, w.stdout, "ready line"))["pid"]
+KINDS = ("name_set", "merge", "split", "fork", "name_alloc")  # what both backends trace
+
+
+def _side_by_side(collector, commands):
+    """One `all` workload watched by the session's bcc COLLECTOR and by each `vmabpf ARGS -p PID -j`
+    (name -> (ARGS, env)) at once: name -> the events each saw (times stripped), "bcc" the collector's."""
+    p_wl, pid = collector.spawn("all")
     procs = {}
     for name, (args, env) in commands.items():
         procs[name] = subprocess.Popen(VMABPF + args + ["-p", str(pid), "-j"], stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
         wait_banner(procs[name])
-    w.stdin.write("\n")
-    w.stdin.flush()
-    readline(w, w.stdout, "result")
-    w.stdin.write("\n")
-    w.stdin.close()
-    w.wait(timeout=60)
-    kinds = ("name_set", "merge", "split", "fork", "name_alloc")
+    collector.tracer.watch_pid(pid)
+    p_wl.stdin.write("\n")
+    p_wl.stdin.flush()
+    readline(p_wl, p_wl.stdout, "result")
+    p_wl.stdin.write("\n")
+    p_wl.stdin.close()
+    p_wl.wait(timeout=60)
     outs = {}
     for name, p in procs.items():
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
-        outs[name] = [_strip(e) for e in map(json.loads, out.splitlines()) if e["type"] in kinds]
+        outs[name] = [_strip(e) for e in map(json.loads, out.splitlines()) if e["type"] in KINDS]
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        collector.tracer.poll(100)
+    collector.tracer.unwatch_pid(pid)
+    outs["bcc"] = [_strip(e) for e in collector.events if e["pid"] == pid and e["type"] in KINDS]
     return outs
-
-
-def test_watch_cli_tracefs_prints_the_bcc_lines(kinfo):
-    """`vmabpf watch --backend tracefs -p PID` and `vmabpf watch -p PID` side by side on one workload:
-    the same event lines (times aside)."""
-    outs = _side_by_side({"bcc": (["watch", "--backend", "bcc"], None), "tracefs": (["watch", "--backend", "tracefs"],
-                                                                                      None)})
-    assert outs["bcc"] and outs["tracefs"] == outs["bcc"]
 
 
 def _adb_env(tmp_path):
@@ -165,13 +162,16 @@ def _adb_env(tmp_path):
     return env
 
 
-def test_watch_adb_through_the_stand_in_adb(kinfo, tmp_path):
-    """`vmabpf watch --adb -p PID` (tracefs over `adb shell`, here a stand-in adb that runs the device command
-    on this machine) beside `vmabpf watch -p PID` (bcc): the same events.  The device's kernel files are pulled
-    once: a second start reads none of them again."""
+def test_watch_cli_and_adb_print_the_bcc_events(collector, kinfo, tmp_path):
+    """`vmabpf watch --backend tracefs -p PID -j` and `vmabpf watch --adb -p PID -j` (tracefs over `adb shell`,
+    here a stand-in adb that runs the device command on this machine) beside the bcc tracer on one workload:
+    the same events, times aside.  The device's kernel files are pulled once: a second start reads none."""
     env = _adb_env(tmp_path)
-    outs = _side_by_side({"bcc": (["watch"], None), "adb": (["watch", "--adb"], env)})
-    assert outs["bcc"] and outs["adb"] == outs["bcc"]
+    outs = _side_by_side(collector, {"tracefs": (["watch", "--backend", "tracefs"], None),
+                                     "adb": (["watch", "--adb"], env)})
+    assert outs["bcc"], "the workload made no event under bcc: the comparison would prove nothing"
+    assert outs["tracefs"] == outs["bcc"]
+    assert outs["adb"] == outs["bcc"]
     log = (tmp_path / "adb.log").read_text()
     assert "cat /proc/kallsyms" in log and "/sys/kernel/btf/vmlinux" in log
     # the watch over adb removed its instance (what is left is this process's own tracers', if any)
