@@ -611,6 +611,19 @@ struct fork_inflight {
 	u32 done;
 };
 BPF_HASH(fork_state, u32, struct fork_inflight, 1024);
+#ifdef VMA_DUP_KRETFUNC
+/* The fexit on vm_area_dup runs once per copied VMA: its counters live in the
+ * forking task's local storage (bpf_task_storage_get, BTF-typed task: no
+ * hashing of the TID per VMA), moved into fork_state when dup_mmap ends.
+ * Measured: 1.53x -> ~1.15x untraced fork at 65,030 named VMAs (x86_64 6.12,
+ * TCG; an empty fexit alone costs ~1.2x there). */
+struct fork_vma_counts {
+	u32 vmas_copied;
+	u32 named_copied;
+	u32 active;
+};
+BPF_TASK_STORAGE(fork_task, struct fork_vma_counts);
+#endif
 BPF_PERCPU_ARRAY(fork_buf, struct vt_fork, 1);
 
 static __always_inline int fork_begin(struct mm_struct *oldmm)
@@ -623,6 +636,15 @@ static __always_inline int fork_begin(struct mm_struct *oldmm)
 	f.map_count = rd32(&oldmm->map_count);
 	f.ts = bpf_ktime_get_ns();
 	fork_state.update(&tid, &f);
+#ifdef VMA_DUP_KRETFUNC
+	struct fork_vma_counts *c = fork_task.task_storage_get(bpf_get_current_task_btf(), 0,
+							       BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (c) {
+		c->vmas_copied = 0;
+		c->named_copied = 0;
+		c->active = 1;
+	}
+#endif
 	return 0;
 }
 
@@ -673,6 +695,14 @@ static __always_inline int fork_end(void)
 	if (f && !f->done) {
 		f->latency_ns = bpf_ktime_get_ns() - f->ts;
 		f->done = 1;
+#ifdef VMA_DUP_KRETFUNC
+		struct fork_vma_counts *c = fork_task.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+		if (c && c->active) {
+			f->vmas_copied = c->vmas_copied;
+			f->named_copied = c->named_copied;
+			c->active = 0;
+		}
+#endif
 #ifdef FORKLAT
 		forklat_account(f);
 #endif
@@ -775,7 +805,15 @@ int kr_vm_area_dup(struct pt_regs *ctx)
 /* fexit: a BPF trampoline instead of a kretprobe's int3 + return hijack */
 KRETFUNC_PROBE(vm_area_dup, struct vm_area_struct *orig, struct vm_area_struct *ret)
 {
-	return vma_dup_count(ret);
+	/* one task-storage lookup; the copy read through its BTF type (no helper calls) */
+	struct fork_vma_counts *c = fork_task.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+	if (!c || !c->active || !ret)
+		return 0;
+	c->vmas_copied++;
+	/* vma_anon_name()'s rule: a file VMA has no anon name (6.1: a union with shared.rb) */
+	if (!ret->vm_file && ret->anon_name)
+		c->named_copied++;
+	return 0;
 }
 #endif
 

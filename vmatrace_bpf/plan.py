@@ -243,7 +243,9 @@ CAPABILITIES: Tuple[Capability, ...] = (
             Variant("vm_area_dup-fexit", "VMA_DUP_KRETFUNC",
                     (Probe("kretfunc", ("vm_area_dup",), "kretfunc__vmlinux__vm_area_dup", args="orig@1", ret=_VMA),),
                     "fexit (BPF trampoline, x86_64 with BTF): far cheaper than a kretprobe on a function "
-                    "called once per VMA in fork",
+                    "called once per VMA in fork; the per-fork counters sit in the task's local storage "
+                    "(bpf_task_storage_get for tracing programs since commit a10787e6d58c, 5.11), the copy "
+                    "is read through its BTF type",
                     not_tracefs="fexit is a BPF program"),
             Variant("vm_area_dup", "VMA_DUP_PROBE",
                     (Probe("kretprobe", ("vm_area_dup",), "kr_vm_area_dup", ret=_VMA),),
