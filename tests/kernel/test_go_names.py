@@ -7,13 +7,11 @@ Debian trixie-backports' golang-1.25 (CGO_ENABLED=0: no C library in the process
 name in it is the Go runtime's).  Checked here: `maps PID -j` reports exactly the names
 /proc/PID/maps shows, VMA for VMA; --by family counts them as the Go runtime and --by
 category as Go Heap / Go Runtime; and `watch` sees the runtime set them, byte for byte as maps
-then shows them, in two ways:
-
-- exec-gated: watch attaches to the program at a gate, then it execs itself (same PID, a fresh
-  address space), so watch sees the new runtime's names from the very first one, before main;
-- gated: watch attaches after the runtime has started (its start-up names are already set
-  and cannot be seen), then the program allocates 256 MiB, more than the runtime mapped at
-  start-up: the heap grows, and the new mapping holding that object is named " Go: heap".
+then shows them.  The runtime names its first mappings before main, so watch attaches to the
+program at a gate after which it execs itself (same PID, a fresh address space): watch sees the
+new runtime's names from the very first one; then, at a second gate, the program allocates
+256 MiB, more than the runtime mapped at start-up: the heap grows, and watch sees the new
+mapping named " Go: heap".
 """
 
 import json
@@ -116,13 +114,10 @@ def test_family_and_category_put_them_under_go(gonames):
     heap = names["[anon: Go: heap]"] + names["[anon: Go: heap reservation]"]
     assert cat["Go Heap"] == heap and heap >= 2
     assert cat["Go Runtime"] == sum(go.values()) - heap
-    every = maps_json("--all", "--name", " Go: heap index")
-    rows = {r["name"]: r for r in every["rows"]}
-    assert pid in [x["pid"] for x in rows["[anon: Go: heap index]"]["per_process"]]
 
 
-def watched_names(w, pid):
-    """The name_set events of a stopped `watch -j`: all from PID, none failed; their names."""
+def watched(w, pid):
+    """The name_set events of a stopped `watch -j`: all from PID, none failed."""
     w.send_signal(signal.SIGINT)
     out, err = w.communicate(timeout=120)
     assert w.returncode == 0, err
@@ -131,29 +126,7 @@ def watched_names(w, pid):
     sets = [e for e in events if e["type"] == "name_set"]
     assert sets and {e["pid"] for e in sets} == {pid}
     assert [e for e in sets if e["err"] is not None or e["ret"] != 0 or e.get("name_truncated")] == []
-    return Counter(e["name"] for e in sets)
-
-
-def test_watch_sees_the_runtime_name_everything_from_its_start():
-    p, ready = start_go("exec-gated")
-    try:
-        pid = ready["pid"]
-        w = start_vmabpf("watch", "-p", str(pid), "-j")
-        again = go_on(p, "ready line from gonames after its exec")   # exec: a fresh runtime, the same PID
-        assert again["pid"] == pid
-        after = names_in_maps(pid)
-        time.sleep(2)                                      # let the 100 ms poll loop deliver
-        named = watched_names(w, pid)
-    finally:
-        end(p)
-    # every name came from the Go runtime (" Go: " and what), with its leading space
-    assert [n for n in named if not n.startswith(" Go: ")] == []
-    shown = {f"[anon:{n}]" for n in named}
-    # byte for byte: every name the runtime set is in maps inside "[anon:...]" (none was overwritten
-    # entirely), and every Go name maps shows came through an event watch saw
-    assert shown <= set(after), shown - set(after)
-    assert set(go_names(after)) == shown
-    assert {n[len(" Go: "):] for n in named} >= STARTUP_NAMES
+    return sets
 
 
 def vma_at(pid, addr):
@@ -166,23 +139,35 @@ def vma_at(pid, addr):
     return None
 
 
-def test_watch_sees_a_new_heap_mapping_named_after_the_gate():
-    p, ready = start_go("gated")
+def test_watch_sees_the_runtime_name_its_mappings():
+    """One watch (one bcc compile) over two phases, told apart by the events' CLOCK_MONOTONIC time."""
+    p, ready = start_go("exec-gated")
     try:
         pid = ready["pid"]
-        before = names_in_maps(pid)
         w = start_vmabpf("watch", "-p", str(pid), "-j")
+        again = go_on(p, "ready line from gonames after its exec")   # exec: a fresh runtime, the same PID
+        assert again["pid"] == pid
+        started = names_in_maps(pid)
+        gate = time.monotonic_ns()
         big = go_on(p, "line from gonames after its 256 MiB allocation")
-        after = names_in_maps(pid)
+        grown = names_in_maps(pid)
         first, last = vma_at(pid, big["big"]), vma_at(pid, big["big"] + big["big_len"] - 1)
-        time.sleep(2)
-        named = watched_names(w, pid)
+        time.sleep(2)                                      # let the 100 ms poll loop deliver
+        sets = watched(w, pid)
     finally:
         end(p)
-    # the object lies in mappings the runtime named " Go: heap" after the gate, which watch saw
+    # every name came from the Go runtime (" Go: " and what), with its leading space
+    assert [e["name"] for e in sets if not e["name"].startswith(" Go: ")] == []
+    # start-up, from the first prctl: every name the runtime set is in maps inside "[anon:...]" byte for
+    # byte (none was overwritten entirely), and every Go name maps shows came through an event watch saw
+    at_start = {f"[anon:{e['name']}]" for e in sets if e["ts"] < gate}
+    assert at_start <= set(started), at_start - set(started)
+    assert set(go_names(started)) == at_start
+    assert {n[len(GO_PREFIX):-1] for n in at_start} >= STARTUP_NAMES
+    # after the second gate: the 256 MiB object lies in mappings named " Go: heap", and watch saw the
+    # runtime name more heap (there was far less than 256 MiB mapped at the gate)
     assert first and first[2] == "[anon: Go: heap]" and last and last[2] == "[anon: Go: heap]", (first, last)
-    assert named[" Go: heap"] >= 1
-    assert [n for n in named if not n.startswith(" Go: ")] == []
-    shown = {f"[anon:{n}]" for n in named}
-    assert shown <= set(after), shown - set(after)
-    assert set(after) - set(before) <= shown, (set(after) - set(before)) - shown
+    grew = {f"[anon:{e['name']}]" for e in sets if e["ts"] >= gate}
+    assert "[anon: Go: heap]" in grew
+    assert grew <= set(grown), grew - set(grown)
+    assert set(grown) - set(started) <= grew, (set(grown) - set(started)) - grew

@@ -11,11 +11,12 @@
 //	                    a new mapping is named " Go: heap"), print {"pid": N, "big": ADDRESS, "big_len": N},
 //	                    wait for a line, exit
 //	gonames exec-gated  print {"pid": N, "go": VERSION}, wait for a line, then execve this program again
-//	                    without arguments (same PID, a fresh address space): a tracer attached at the gate
-//	                    sees the new runtime name its mappings from its very first one, before main
+//	                    as "gonames gated" (same PID, a fresh address space): a tracer attached at the
+//	                    first gate sees the new runtime name its mappings from its very first one, before
+//	                    main, and then (second gate) the heap grow
 //
 // The runtime names its first mappings before main runs, so "gated" cannot show those to a tracer
-// that attaches at the gate; "exec-gated" can.
+// that attaches at its gate; "exec-gated" can.
 package main
 
 import (
@@ -81,7 +82,7 @@ func main() {
 		gate()
 		exe, err := os.Executable()
 		if err == nil {
-			err = syscall.Exec(exe, []string{os.Args[0]}, os.Environ())
+			err = syscall.Exec(exe, []string{os.Args[0], "gated"}, os.Environ())
 		}
 		fmt.Fprintf(os.Stderr, "gonames: cannot exec myself: %v\n", err)
 		os.Exit(1)
