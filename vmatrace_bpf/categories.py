@@ -10,8 +10,10 @@ The rules (prefixes as each allocator names its mappings):
   ``[anon: glibc: pthread stack: TID]``, ``[anon: glibc: pthread user stack: TID]``,
   ``[anon: glibc: unused stack]``, ``[anon: glibc: fork handler]`` ... (note the space
   after "anon:": glibc's names start with one).
-- Go runtime (1.25+, on by default): ``[anon: Go: heap]``,
-  ``[anon: Go: page summary]``, ``[anon: Go: scavenger index]`` ...
+- Go runtime (1.25+, on by default): ``[anon: Go: heap]``, ``[anon: Go: heap reservation]``,
+  ``[anon: Go: heap index]``, ``[anon: Go: page summary]``, ``[anon: Go: page alloc]``,
+  ``[anon: Go: scavenge index]``, ``[anon: Go: immortal metadata]``, ``[anon: Go: gc bits]`` ...
+  (the names Go 1.25.12 gave in the test guests: tests/data/smaps/go1.25-*.smaps).
 - mimalloc: ``[anon:mimalloc]`` and names
   starting with "mimalloc".
 - scudo (Android's default allocator): ``[anon:scudo:primary]``, ``[anon:scudo:secondary]``,
@@ -82,6 +84,9 @@ def _family(name: str) -> str:
 _DALVIK_HEAP_PREFIXES = ("[anon:dalvik-main space", "[anon:dalvik-alloc space", "[anon:dalvik-large object space",
                          "[anon:dalvik-free list large object space", "[anon:dalvik-non moving space",
                          "[anon:dalvik-zygote space")
+#: Go 1.25's names for heap arenas (runtime/mheap.go sysMap "heap", malloc.go sysReserve "heap reservation");
+#: "heap index" (malloc.go, the arena index) is metadata.
+_GO_HEAP = frozenset(("heap", "heap reservation"))
 _VERSIONED_SO = re.compile(r"\.so(\.[0-9]+)+\Z")
 _KERNEL_NAMES = frozenset(("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[vectors]", "[sigpage]",
                            "[uprobes]", "[kuserhelpers]"))
@@ -98,8 +103,10 @@ def category(name: str) -> str:
     counts it with .so mmap).  glibc's decorate_maps names (2.40+): "glibc:
     malloc arena", "glibc: malloc", "glibc: loader malloc" are Native Heap,
     "glibc: pthread stack: TID", "glibc: pthread user stack: TID", "glibc:
-    unused stack" are Stack; Go 1.25's "Go: heap" is Go Heap, other "Go: ..."
-    names Go Runtime.
+    unused stack" are Stack; Go 1.25's "Go: heap" (the arenas: objects and
+    goroutine stacks) and "Go: heap reservation" (their unmapped rest) are Go
+    Heap, its other "Go: ..." names (heap index, page summary, gc bits, ...:
+    the runtime's metadata) Go Runtime.
     """
     if name.endswith(" (deleted)"):
         name = name[: -len(" (deleted)")]
@@ -159,5 +166,5 @@ def _anon_category(name: str) -> str:
             return "Stack"
         return "Other anon"
     if stripped.startswith("Go: "):
-        return "Go Heap" if stripped[len("Go: "):].startswith("heap") else "Go Runtime"
+        return "Go Heap" if stripped[len("Go: "):] in _GO_HEAP else "Go Runtime"
     return "Other anon"

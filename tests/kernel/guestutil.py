@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMABPF = [sys.executable, "-m", "vmatrace_bpf"]
@@ -77,3 +78,23 @@ def wait_banner(p):
             p.wait(timeout=30)
             raise AssertionError(f"vmabpf exited ({p.returncode}) without tracing: " + "".join(before))
         before.append(line)
+
+
+def names_in_maps(pid):
+    """VMA names straight from /proc/PID/maps: the text after the five fixed fields and the padding."""
+    out = Counter()
+    with open(f"/proc/{pid}/maps", "rb") as f:
+        for line in f.read().decode("utf-8", "surrogateescape").splitlines():
+            fields = line.split(" ", 5)
+            name = fields[5].lstrip(" ") if len(fields) > 5 else ""
+            out[name or "[anon]"] += 1
+    return out
+
+
+def maps_json(*args):
+    """`vmabpf maps ARGS -j`: its JSON (the test fails on a non-zero exit)."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    p = subprocess.run([sys.executable, "-m", "vmatrace_bpf", "maps", *args, "-j"], cwd=REPO, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)

@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from guestutil import REPO, readline, start_vmabpf
+from guestutil import maps_json, names_in_maps, readline, start_vmabpf
 
 PROGRAM = r"""
 import threading, json, os, sys
@@ -46,17 +46,6 @@ def glibc_version():
     return tuple(int(x) for x in parts[:2]) if parts else None
 
 
-def names_in_maps(pid):
-    """VMA names straight from /proc/PID/maps: the text after the five fixed fields and the padding."""
-    out = Counter()
-    with open(f"/proc/{pid}/maps", "rb") as f:
-        for line in f.read().decode("utf-8", "surrogateescape").splitlines():
-            fields = line.split(" ", 5)
-            name = fields[5].lstrip(" ") if len(fields) > 5 else ""
-            out[name or "[anon]"] += 1
-    return out
-
-
 def start_program(*args):
     """PROGRAM under glibc.mem.decorate_maps=1 (skips without glibc >= 2.40)."""
     v = glibc_version()
@@ -75,14 +64,6 @@ def decorated():
     p.stdin.write("\n")
     p.stdin.close()
     p.wait(timeout=60)
-
-
-def maps_json(*args):
-    env = dict(os.environ, PYTHONPATH=REPO)
-    p = subprocess.run([sys.executable, "-m", "vmatrace_bpf", "maps", *args, "-j"], cwd=REPO, env=env,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
 
 
 @pytest.fixture

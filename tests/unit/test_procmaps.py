@@ -2,7 +2,7 @@
 
 The smaps files in tests/data/smaps are real: captured in the test guests by
 tests/data/smaps/capture.py (kernels 6.1, 6.12, 7.2; glibc 2.41 with
-glibc.mem.decorate_maps=1), plus an excerpt of a public Android 12 smaps
+glibc.mem.decorate_maps=1) and gocapture.py (a Go 1.25 program), plus an excerpt of a public Android 12 smaps
 (see tests/data/smaps/README.md).  Totals are checked against a plain sum
 written here, not against the code under test.
 """
@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import re
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from vmatrace_bpf.errors import VmabpfError
 from vmatrace_bpf.escape import escape
-from vmatrace_bpf.categories import category
+from vmatrace_bpf.categories import category, family
 from vmatrace_bpf.procmaps import find_runs, fragments, group, mergeable_neighbours, parse
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "smaps")
@@ -137,6 +138,30 @@ def test_glibc_decorate_maps_classes(tag):
     assert arenas == 3                       # one per thread that malloc'ed
     assert by["Native Heap"].vmas >= arenas + 2          # + [heap] + a "glibc: malloc" chunk
     assert by["Stack"].vmas >= 4                         # [stack] + 3 pthread stacks
+
+
+# Go 1.25.12's start-up names (tests/kernel/go/gonames.go, CGO_ENABLED=0, captured by
+# tests/data/smaps/gocapture.py on x86_64 6.12.117 and arm64 6.6.87) and the class of each: the arenas are
+# the heap, the rest the runtime's metadata.
+GO_CLASSES = {"heap": "Go Heap", "heap reservation": "Go Heap", "heap index": "Go Runtime",
+              "page summary": "Go Runtime", "page alloc": "Go Runtime", "page alloc index": "Go Runtime",
+              "scavenge index": "Go Runtime", "immortal metadata": "Go Runtime", "allspans array": "Go Runtime",
+              "gc bits": "Go Runtime", "profiler hash buckets": "Go Runtime"}
+
+
+@pytest.mark.parametrize("name", ["go1.25-k6.12.smaps", "go1.25-arm64-k6.6.smaps"])
+def test_go_runtime_names_of_a_real_capture(name):
+    text = read(name)
+    in_text = Counter(m.group(1) for m in re.finditer(r"^[0-9a-f]+-[0-9a-f]+ .*\[anon: Go: ([^\]]*)\]$", text, re.M))
+    assert set(in_text) == set(GO_CLASSES)
+    pm = parse(text)
+    for n in in_text:
+        assert family(f"[anon: Go: {n}]") == "Go runtime", n
+        assert category(f"[anon: Go: {n}]") == GO_CLASSES[n], n
+    assert not [v.name for v in pm.vmas if v.name.startswith("[anon:") and family(v.name) != "Go runtime"]
+    by = {r.name: r.vmas for r in group(pm, by="category")[0]}
+    assert by["Go Heap"] == in_text["heap"] + in_text["heap reservation"] == 2
+    assert by["Go Runtime"] == sum(in_text.values()) - 2
 
 
 def test_android_excerpt():

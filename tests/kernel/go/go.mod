@@ -1,0 +1,3 @@
+module vmabpf.test/gonames
+
+go 1.25
