@@ -245,8 +245,9 @@ def fetch_toolchain():
                    "debs": {st["Package"]: {"file": st["Filename"], "sha256": st["SHA256"]} for st in (go, src)}},
                   f, indent=1)
     os.rename(cur + ".tmp", cur)
-    if old and not old[1].startswith(dest + os.sep):       # the one --refresh replaced
-        shutil.rmtree(os.path.dirname(os.path.dirname(os.path.dirname(old[1]))), ignore_errors=True)
+    old_dest = old[1][: -len(os.sep + os.path.join("root", GOROOT_IN_DEB))] if old else None
+    if old_dest and old_dest != dest and os.path.dirname(old_dest) == toolchain_home():   # the one --refresh replaced
+        shutil.rmtree(old_dest, ignore_errors=True)
     say(f"Go toolchain {version} ({got}) in {dest}")
     return version, goroot
 
