@@ -3,7 +3,8 @@
  * bcc C.  Which parts are compiled is chosen by the attach plan
  * (vmatrace_bpf/plan.py) through -D macros: one macro per capability variant
  * (PRCTL_TRACEPOINT, MERGE_VMA_MERGE, MERGE_VMG, ...), plus struct offsets
- * taken from BTF for structs the kernel headers do not have (VMG_*_OFF).
+ * taken from BTF: for structs the kernel headers do not have (VMG_*_OFF), and,
+ * with VT_BTF_LAYOUT, for every kernel struct member read (plan.LAYOUT).
  *
  * Rare things (a name set, a merge attempt, a split, a fork) become events;
  * per-VMA work in fork (vm_area_dup) is only counted, in a per-thread slot
@@ -11,9 +12,55 @@
  */
 #define __VMATRACE_BPF__
 #include <uapi/linux/ptrace.h>
+#include "vmatrace.h"
+
+/* ---- kernel struct layout ----------------------------------------------------
+ * Every member of a kernel struct is read at an offset macro, one per member in
+ * plan.LAYOUT (vmatrace_bpf/plan.py).  With BTF the plan gives the offsets
+ * (VT_BTF_LAYOUT) and the structs stay opaque: no <linux/mm_types.h>, which with
+ * what it pulls in was ~80% of the compile time.  Without BTF the headers give them. */
+#ifdef VT_BTF_LAYOUT
+struct vm_area_struct;
+struct mm_struct;
+struct anon_vma_name;
+struct anon_vma;
+struct file;
+struct task_struct;
+#ifndef PAGE_SHIFT
+#ifdef CONFIG_ARM64_PAGE_SHIFT
+#define PAGE_SHIFT CONFIG_ARM64_PAGE_SHIFT
+#else
+#define PAGE_SHIFT 12   /* x86_64 */
+#endif
+#endif
+#else
 #include <linux/sched.h>
 #include <linux/mm_types.h>
-#include "vmatrace.h"
+#define VT_MEMBER_SIZE(type, m) sizeof(((type *)0)->m)
+#define VMA_VM_START_OFF offsetof(struct vm_area_struct, vm_start)
+#define VMA_VM_END_OFF offsetof(struct vm_area_struct, vm_end)
+#define VMA_VM_FLAGS_OFF offsetof(struct vm_area_struct, vm_flags)
+#define VMA_VM_FILE_OFF offsetof(struct vm_area_struct, vm_file)
+#define VMA_ANON_VMA_OFF offsetof(struct vm_area_struct, anon_vma)
+#define VMA_VM_PGOFF_OFF offsetof(struct vm_area_struct, vm_pgoff)
+#define VMA_ANON_NAME_OFF offsetof(struct vm_area_struct, anon_name)
+#ifdef CONFIG_USERFAULTFD
+#define VMA_UFFD_OFF offsetof(struct vm_area_struct, vm_userfaultfd_ctx.ctx)
+#endif
+#define NAME_KREF_OFF offsetof(struct anon_vma_name, kref)
+#define NAME_REFS_OFF offsetof(struct anon_vma_name, kref.refcount.refs.counter)
+#define NAME_STR_OFF offsetof(struct anon_vma_name, name)
+#define MM_MAP_COUNT_OFF offsetof(struct mm_struct, map_count)
+#define TASK_MM_OFF offsetof(struct task_struct, mm)
+/* the widths read below (plan.LAYOUT's sizes; the BTF path checks them in the plan) */
+_Static_assert(VT_MEMBER_SIZE(struct vm_area_struct, vm_flags) == 8, "vm_flags is read as 8 bytes");
+_Static_assert(VT_MEMBER_SIZE(struct vm_area_struct, vm_pgoff) == 8, "vm_pgoff is read as 8 bytes");
+_Static_assert(VT_MEMBER_SIZE(struct anon_vma_name, kref.refcount.refs.counter) == 4, "refs is read as 4 bytes");
+_Static_assert(VT_MEMBER_SIZE(struct mm_struct, map_count) == 4, "map_count is read as 4 bytes");
+#endif
+/* the address of member M (plan.LAYOUT macro <S>_<M>_OFF) of struct pointer P */
+#define VMA(p, M) ((void *)(p) + VMA_##M##_OFF)
+#define NAME(p, M) ((void *)(p) + NAME_##M##_OFF)
 
 /* The vm_flags bits of the merge test: VT_VM_SPECIAL and VT_VM_SOFTDIRTY_BIT in vmatrace.h. */
 #ifdef CONFIG_MEM_SOFT_DIRTY
@@ -124,10 +171,10 @@ static __always_inline struct anon_vma_name *vma_anon_name(struct vm_area_struct
 	struct file *file = NULL;
 	if (!vma)
 		return NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &vma->vm_file);
+	bpf_probe_read_kernel(&file, sizeof(file), VMA(vma, VM_FILE));
 	if (file)
 		return NULL;
-	bpf_probe_read_kernel(&an, sizeof(an), &vma->anon_name);
+	bpf_probe_read_kernel(&an, sizeof(an), VMA(vma, ANON_NAME));
 	return an;
 }
 
@@ -135,14 +182,14 @@ static __always_inline u32 name_refcount(struct anon_vma_name *an)
 {
 	if (!an)
 		return 0;
-	return rd32(&an->kref.refcount.refs.counter);
+	return rd32(NAME(an, REFS));
 }
 
 /* Copy the name of anon_vma_name AN into BUF (empty when AN is NULL). */
 static __always_inline void read_name(char *buf, struct anon_vma_name *an)
 {
 	if (an)
-		bpf_probe_read_kernel_str(buf, VT_NAME_LEN, an->name);
+		bpf_probe_read_kernel_str(buf, VT_NAME_LEN, NAME(an, STR));
 	else
 		buf[0] = 0;
 }
@@ -165,8 +212,8 @@ static __always_inline int names_equal(struct anon_vma_name *a, struct anon_vma_
 	return 1;
 }
 
-static __always_inline u64 vma_start(struct vm_area_struct *v) { return v ? rd64(&v->vm_start) : 0; }
-static __always_inline u64 vma_end(struct vm_area_struct *v) { return v ? rd64(&v->vm_end) : 0; }
+static __always_inline u64 vma_start(struct vm_area_struct *v) { return v ? rd64(VMA(v, VM_START)) : 0; }
+static __always_inline u64 vma_end(struct vm_area_struct *v) { return v ? rd64(VMA(v, VM_END)) : 0; }
 
 /* The proposed VMA a merge would create, as the kernel's merge test sees it. */
 struct merge_req {
@@ -202,22 +249,22 @@ static __always_inline u32 neighbour_cause(struct vm_area_struct *nb, u64 nb_sta
 		return VT_CAUSE_INSIDE;
 	if (is_prev ? nb_end != req->start : nb_start != req->end)
 		cause |= VT_CAUSE_NOT_ADJACENT;
-	u64 flags = rd64(&nb->vm_flags);
+	u64 flags = rd64(VMA(nb, VM_FLAGS));
 	if ((flags ^ req->vm_flags) & ~VT_IGNORE_MERGE_FLAGS)
 		cause |= VT_CAUSE_FLAGS;
 	if ((flags | req->vm_flags) & (u64)VT_VM_SPECIAL)
 		cause |= VT_CAUSE_SPECIAL;
-	struct file *file = (struct file *)rd64(&nb->vm_file);
+	struct file *file = (struct file *)rd64(VMA(nb, VM_FILE));
 	if (file != req->file)
 		cause |= VT_CAUSE_FILE;
-#ifdef CONFIG_USERFAULTFD
-	if ((void *)rd64(&nb->vm_userfaultfd_ctx.ctx) != req->uffd_ctx)
+#ifdef VMA_UFFD_OFF   /* CONFIG_USERFAULTFD */
+	if ((void *)rd64(VMA(nb, UFFD)) != req->uffd_ctx)
 		cause |= VT_CAUSE_UFFD;
 #endif
-	struct anon_vma *av = (struct anon_vma *)rd64(&nb->anon_vma);
+	struct anon_vma *av = (struct anon_vma *)rd64(VMA(nb, ANON_VMA));
 	if (av && req->anon_vma && av != req->anon_vma)
 		cause |= VT_CAUSE_ANON_VMA;
-	u64 pgoff = rd64(&nb->vm_pgoff);
+	u64 pgoff = rd64(VMA(nb, VM_PGOFF));
 	if (is_prev) {
 		if (pgoff + ((nb_end - nb_start) >> PAGE_SHIFT) != req->pgoff)
 			cause |= VT_CAUSE_PGOFF;
@@ -422,8 +469,8 @@ int kp_vma_merge(struct pt_regs *ctx)
 	m.req.vm_flags = ARG(ctx, kp_vma_merge, vm_flags);
 #ifdef MERGE_VMA_MERGE_SRC
 	struct vm_area_struct *src = (struct vm_area_struct *)ARG(ctx, kp_vma_merge, src);
-	m.req.anon_vma = (struct anon_vma *)rd64(&src->anon_vma);
-	m.req.file = (struct file *)rd64(&src->vm_file);
+	m.req.anon_vma = (struct anon_vma *)rd64(VMA(src, ANON_VMA));
+	m.req.file = (struct file *)rd64(VMA(src, VM_FILE));
 #else
 	m.req.anon_vma = (struct anon_vma *)ARG(ctx, kp_vma_merge, anon_vma);
 	m.req.file = (struct file *)ARG(ctx, kp_vma_merge, file);
@@ -633,7 +680,7 @@ static __always_inline int fork_begin(struct mm_struct *oldmm)
 		return 0;
 	u32 tid = (u32)pid_tgid;
 	struct fork_inflight f = {};
-	f.map_count = rd32(&oldmm->map_count);
+	f.map_count = rd32((void *)oldmm + MM_MAP_COUNT_OFF);
 	f.ts = bpf_ktime_get_ns();
 	fork_state.update(&tid, &f);
 #ifdef VMA_DUP_KRETFUNC
@@ -732,7 +779,7 @@ int kr_dup_mmap(struct pt_regs *ctx)
 int kp_dup_mmap_start(struct pt_regs *ctx)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	return fork_begin((struct mm_struct *)rd64(&task->mm));
+	return fork_begin((struct mm_struct *)rd64((void *)task + TASK_MM_OFF));
 }
 
 int kp_dup_mmap_end(struct pt_regs *ctx)
@@ -811,7 +858,7 @@ KRETFUNC_PROBE(vm_area_dup, struct vm_area_struct *orig, struct vm_area_struct *
 		return 0;
 	c->vmas_copied++;
 	/* vma_anon_name()'s rule: a file VMA has no anon name (6.1: a union with shared.rb) */
-	if (!ret->vm_file && ret->anon_name)
+	if (!*(struct file **)VMA(ret, VM_FILE) && *(struct anon_vma_name **)VMA(ret, ANON_NAME))
 		c->named_copied++;
 	return 0;
 }
@@ -875,7 +922,7 @@ int kr_name_alloc(struct pt_regs *ctx)
 /* anon_vma_name_free(struct kref *kref): the object around that kref */
 int kp_name_free(struct pt_regs *ctx)
 {
-	u64 key = ARG(ctx, kp_name_free, kref) - offsetof(struct anon_vma_name, kref);
+	u64 key = ARG(ctx, kp_name_free, kref) - NAME_KREF_OFF;
 	return name_obj_event(ctx, VT_EV_NAME_FREE, (struct anon_vma_name *)key, forget_name(key));
 }
 #endif

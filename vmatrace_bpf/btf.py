@@ -255,18 +255,23 @@ class BTF:
         Members of anonymous unions/structs are found as if they were direct
         members, as C does.
         """
+        found = self.member(struct_name, member)
+        return None if found is None else found[0]
+
+    def member(self, struct_name: str, member: str) -> Optional[Tuple[int, int]]:
+        """(byte offset, type id) of MEMBER (a dotted path allowed) in struct STRUCT_NAME, as member_offset."""
         tid = self.struct_id(struct_name)
         if tid is None:
             return None
         total = 0
+        mtype = tid
         for part in member.split("."):
-            found = self._find_member(tid, part)
+            found = self._find_member(self.resolve(mtype), part) if self.is_struct(mtype) else None
             if found is None:
                 return None
             bit_off, mtype = found
             total += bit_off
-            tid = self.resolve(mtype)
-        return total // 8
+        return total // 8, mtype
 
     def _find_member(self, tid: int, name: str, depth: int = 0) -> Optional[Tuple[int, int]]:
         if depth > _MAX_CHAIN:

@@ -85,6 +85,67 @@ class Offset:
 
 
 @dataclass(frozen=True)
+class Field:
+    """A member of a kernel struct the BPF program reads at an offset (MACRO), SIZE bytes wide.
+    OPTIONAL names the kernel option without which the member does not exist (its check is then
+    left out, as the C #ifdefs it)."""
+
+    macro: str
+    struct: str
+    member: str
+    size: int
+    optional: str = ""
+
+
+# The members of public kernel structs the BPF program reads (bpf/vmatrace.bpf.c, "kernel struct layout").
+# With BTF their offsets come from it and the program is compiled without <linux/mm_types.h> and
+# <linux/sched.h>, which were ~80% of bcc's compile time (docs/fork-cost.md, "Start time"); without BTF the
+# program includes those headers and takes the same offsets from them (offsetof).  The tracefs backend's
+# fetch-args use the same offsets.
+LAYOUT: Tuple[Field, ...] = (
+    Field("VMA_VM_START_OFF", "vm_area_struct", "vm_start", 8),
+    Field("VMA_VM_END_OFF", "vm_area_struct", "vm_end", 8),
+    # a union with __vm_flags since 6.3 (commit bc292ab00f6c "mm: introduce vma->vm_flags wrapper functions")
+    Field("VMA_VM_FLAGS_OFF", "vm_area_struct", "vm_flags", 8),
+    Field("VMA_VM_FILE_OFF", "vm_area_struct", "vm_file", 8),
+    Field("VMA_ANON_VMA_OFF", "vm_area_struct", "anon_vma", 8),
+    Field("VMA_VM_PGOFF_OFF", "vm_area_struct", "vm_pgoff", 8),
+    # 5.17-6.1: in a union with shared.rb (valid only when vm_file is NULL); its own member from 6.2
+    Field("VMA_ANON_NAME_OFF", "vm_area_struct", "anon_name", 8),
+    Field("VMA_UFFD_OFF", "vm_area_struct", "vm_userfaultfd_ctx.ctx", 8, optional="CONFIG_USERFAULTFD"),
+    Field("NAME_KREF_OFF", "anon_vma_name", "kref", 4),
+    Field("NAME_REFS_OFF", "anon_vma_name", "kref.refcount.refs.counter", 4),
+    Field("NAME_STR_OFF", "anon_vma_name", "name", 0),  # char name[]: a flexible array, no size
+    Field("MM_MAP_COUNT_OFF", "mm_struct", "map_count", 4),
+    Field("TASK_MM_OFF", "task_struct", "mm", 8),
+)
+
+
+def resolve_layout(btf) -> Tuple[Dict[str, int], str]:
+    """({macro: offset} for every LAYOUT field this kernel has, "") from BTF, or ({}, why the kernel
+    headers must give them instead)."""
+    if btf is None:
+        return {}, "no BTF: offsets from the kernel headers (<linux/mm_types.h>)"
+    out: Dict[str, int] = {}
+    for f in LAYOUT:
+        try:
+            found = btf.member(f.struct, f.member)
+        except BTFError as e:
+            return {}, f"this kernel's BTF is malformed ({e}): offsets from the kernel headers"
+        if found is None:
+            if f.optional:
+                continue
+            return {}, f"BTF has no {f.struct}.{f.member}: offsets from the kernel headers"
+        off, tid = found
+        size = btf.type_size(tid) or 0
+        if size != f.size:
+            return {}, (f"BTF has {f.struct}.{f.member} {size} bytes wide, the program reads {f.size}: "
+                        f"offsets from the kernel headers (whose sizes the program asserts)")
+        out[f.macro] = off
+    return out, ""
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     macro: str
@@ -334,9 +395,15 @@ class Plan:
     choices: Dict[str, Choice]
     ringbuf: bool = False  # events through the BPF ring buffer (else the perf buffer): has_ringbuf()
     backend: str = "bcc"  # "bcc" (BPF programs) or "tracefs" (kprobe_events in an instance of its own)
+    # LAYOUT's offsets from BTF ({} when they come from the kernel headers, layout_why says why)
+    layout: Dict[str, int] = field(default_factory=dict)
+    layout_why: str = ""
 
     def defines(self) -> Dict[str, int]:
         out: Dict[str, int] = {}
+        if self.layout:
+            out["VT_BTF_LAYOUT"] = 1
+            out.update(self.layout)
         for ch in self.choices.values():
             if ch.variant:
                 out[ch.variant.macro] = 1
@@ -361,6 +428,8 @@ class Plan:
 
     def to_json(self) -> dict:
         return {"release": self.release, "arch": self.arch, "backend": self.backend,
+                "layout": {"from": "BTF" if self.layout else "kernel headers", "offsets": dict(self.layout),
+                           "why": self.layout_why},
                 "capabilities": [ch.to_json() for ch in self.choices.values()]}
 
 
@@ -611,7 +680,9 @@ def choose(kinfo: KernelInfo, capabilities: Sequence[Capability] = CAPABILITIES,
             choice.checked, choice.degraded = checked, degraded
             break
         choices[cap.name] = choice
-    return Plan(kinfo.release, kinfo.arch, choices, ringbuf=has_ringbuf(kinfo), backend=backend)
+    layout, layout_why = resolve_layout(kinfo.btf)
+    return Plan(kinfo.release, kinfo.arch, choices, ringbuf=has_ringbuf(kinfo), backend=backend,
+                layout=layout, layout_why=layout_why)
 
 
 def has_ringbuf(kinfo: KernelInfo) -> bool:

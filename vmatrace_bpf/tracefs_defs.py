@@ -83,15 +83,16 @@ class Builder:
         self.defines = plan.defines()
         self.off = _Offsets(kinfo)
         self.return_args = return_args  # kretprobes may read $argN (saved at entry): tracefs README says so
-        o = self.off
-        self.vma = {m: o("vm_area_struct", m) for m in ("vm_start", "vm_end", "vm_flags", "vm_file", "anon_vma",
-                                                      "vm_pgoff", "anon_name")}
-        try:
-            self.vma["uffd"] = o("vm_area_struct", "vm_userfaultfd_ctx.ctx")
-        except DefsError:
-            self.vma["uffd"] = None  # CONFIG_USERFAULTFD off: no such check (the BPF side #ifdefs it too)
-        self.name_kref = o("anon_vma_name", "kref.refcount.refs.counter")
-        self.name_str = o("anon_vma_name", "name")
+        # the members the BPF program reads, at the plan's offsets from BTF (plan.LAYOUT)
+        if not plan.layout:
+            raise DefsError(f"struct offsets for the fetch-args cannot be known ({plan.layout_why})")
+        self.layout = lay = plan.layout
+        self.vma = {m: lay[f"VMA_{m.upper()}_OFF"] for m in ("vm_start", "vm_end", "vm_flags", "vm_file", "anon_vma",
+                                                           "vm_pgoff", "anon_name")}
+        # CONFIG_USERFAULTFD off: no such check (the BPF side #ifdefs it too)
+        self.vma["uffd"] = lay.get("VMA_UFFD_OFF")
+        self.name_kref = lay["NAME_REFS_OFF"]
+        self.name_str = lay["NAME_STR_OFF"]
 
     def arg(self, fn: str, param: str) -> str:
         key = f"ARG_{fn}_{param}"
@@ -203,9 +204,9 @@ def _define(b: Builder, fn: str, kind: str, target: str, kinfo: KernelInfo) -> E
     elif fn == "kr_split":
         f.append(("ret", "$retval", "s32"))
     elif fn == "kp_dup_mmap":
-        f.append(("map_count", _deref(b.off("mm_struct", "map_count"), b.arg(fn, "oldmm")), "s32"))
+        f.append(("map_count", _deref(b.layout["MM_MAP_COUNT_OFF"], b.arg(fn, "oldmm")), "s32"))
     elif fn == "kp_uprobe_dup_mmap":
-        f.append(("map_count", _deref(b.off("mm_struct", "map_count"), b.arg(fn, "oldmm")), "s32"))
+        f.append(("map_count", _deref(b.layout["MM_MAP_COUNT_OFF"], b.arg(fn, "oldmm")), "s32"))
     elif fn in ("kp_dup_mmap_start", "kp_dup_mmap_end"):
         pass  # the bracket: its time is all that is read
     elif fn == "kr_dup_mmap":

@@ -58,3 +58,26 @@ def test_every_argument_read_is_declared_in_the_plan():
     # and no probe reads a raw register behind the plan's back
     body = SRC[SRC.index("#define ARG(ctx, fn, param)"):]
     assert "PT_REGS_PARM" not in body and "regs[" not in body.replace("r.regs[", "")
+
+
+def test_layout_fields_are_the_members_the_program_reads():
+    """plan.LAYOUT <-> the C: every field's macro is read, and the header path defines each one (so a kernel
+    without BTF compiles the same reads)."""
+    from vmatrace_bpf.plan import LAYOUT
+    headers = SRC[SRC.index("#ifdef VT_BTF_LAYOUT"):SRC.index("/* the address of member M")]
+    for f in LAYOUT:
+        cdefine = re.search(rf"#define {f.macro} offsetof\(struct {f.struct}, ([\w.]+)\)", headers)
+        assert cdefine and cdefine.group(1) == f.member, f.macro
+        if f.optional:
+            assert re.search(rf"#ifdef {f.optional}\n#define {f.macro} ", headers), f"{f.macro}: {f.optional}"
+        body = SRC[SRC.index("/* the address of member M"):]
+        short = f.macro.split("_", 1)[1][:-len("_OFF")]  # VMA_VM_START_OFF -> VM_START
+        prefix = f.macro.split("_", 1)[0]
+        assert re.search(rf"\b{prefix}\([^,()]+, {short}\)", body) or f.macro in body, f"{f.macro} is never read"
+    # with BTF the structs are opaque (declared, never defined): any other access to their members fails to
+    # compile, in every guest; offsetof() appears only in the header path
+    btf_path = headers[:headers.index("#else")]
+    for struct in {f.struct for f in LAYOUT}:
+        assert f"struct {struct};" in btf_path, struct
+    assert "#include" not in btf_path
+    assert "offsetof(" not in SRC[SRC.index("/* the address of member M"):]

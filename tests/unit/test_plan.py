@@ -298,3 +298,78 @@ def test_unknown_arch_reads_no_arguments(tmp_path):
     plan = choose(synthetic_kernel(tmp_path, VMI, arch="riscv64"))
     assert plan.choices["merge"].variant is None and plan.choices["split"].variant is None
     assert "where riscv64 passes function arguments is not known" in dict(plan.choices["split"].rejected)["__split_vma"]
+
+
+# -- the kernel struct layout the program reads (plan.LAYOUT) --------------------------------------
+@pytest.mark.parametrize("arch,release", btf_kernels() or [("none", "none")])
+def test_layout_from_each_real_btf(saved_kernel, arch, release):
+    if arch == "none":
+        pytest.skip("no BTF files: ../shared/vm/*/btf-* and tests/data/kernels/*/btf-*.xz are all absent")
+    from vmatrace_bpf.plan import LAYOUT
+    plan = choose(saved_kernel(arch, release))
+    assert plan.layout_why == ""
+    assert set(plan.layout) == {f.macro for f in LAYOUT}  # every matrix kernel has CONFIG_USERFAULTFD
+    d = plan.defines()
+    assert d["VT_BTF_LAYOUT"] == 1 and all(d[m] == v for m, v in plan.layout.items())
+    assert plan.to_json()["layout"]["from"] == "BTF"
+
+
+def test_layout_offsets_follow_the_kernel(saved_kernel):
+    l61 = choose(saved_kernel("x86_64", "6.1.192")).layout
+    l72 = choose(saved_kernel("x86_64", "7.2.13")).layout
+    # 6.1: anon_name shares a union with shared.rb (right after vm_flags); 7.2: its own member, far after
+    assert (l61["VMA_VM_FLAGS_OFF"], l61["VMA_ANON_NAME_OFF"], l61["VMA_VM_FILE_OFF"]) == (32, 40, 112)
+    assert (l72["VMA_VM_FLAGS_OFF"], l72["VMA_ANON_NAME_OFF"], l72["VMA_VM_FILE_OFF"]) == (32, 168, 88)
+    assert (l61["NAME_REFS_OFF"], l61["NAME_STR_OFF"]) == (0, 4)
+    assert l61["MM_MAP_COUNT_OFF"] != l72["MM_MAP_COUNT_OFF"]
+
+
+def test_layout_without_btf_comes_from_the_headers(saved_kernel):
+    plan = choose(saved_kernel("x86_64", "6.1.192", with_btf=False))
+    assert plan.layout == {} and "VT_BTF_LAYOUT" not in plan.defines()
+    assert plan.layout_why == "no BTF: offsets from the kernel headers (<linux/mm_types.h>)"
+    assert plan.to_json()["layout"] == {"from": "kernel headers", "offsets": {}, "why": plan.layout_why}
+
+
+def _layout_kernel(tmp_path, flags_size=8, uffd=True):
+    """A BTF with just the structs LAYOUT reads (vm_flags FLAGS_SIZE bytes wide, the uffd context or not)."""
+    from btfgen import BTFBuilder
+    from vmatrace_bpf.btf import BTF
+    b = BTFBuilder()
+    i32, u32, u64, char = b.int("int", 4), b.int("unsigned int", 4), b.int("long unsigned int", 8), b.int("char", 1)
+    vp = b.ptr(0)
+    members = [("vm_start", u64, 0), ("vm_end", u64, 64), ("vm_flags", u64 if flags_size == 8 else u32, 128),
+               ("vm_file", vp, 192), ("anon_vma", vp, 256), ("vm_pgoff", u64, 320), ("anon_name", vp, 384)]
+    if uffd:
+        members.append(("vm_userfaultfd_ctx", b.struct("vm_userfaultfd_ctx", 8, [("ctx", vp, 0)]), 448))
+    b.struct("vm_area_struct", 64, members)
+    refcount = b.struct("refcount_struct", 4, [("refs", b.struct("", 4, [("counter", i32, 0)]), 0)])
+    b.struct("anon_vma_name", 4, [("kref", b.struct("kref", 4, [("refcount", refcount, 0)]), 0),
+                                  ("name", char, 32)])  # char, standing in for char name[]
+    b.struct("mm_struct", 64, [("map_count", i32, 96)])
+    b.struct("task_struct", 64, [("mm", vp, 256)])
+    return BTF(b.bytes())
+
+
+def test_layout_checks_sizes_and_leaves_out_only_optional_members(tmp_path, monkeypatch):
+    from vmatrace_bpf.plan import resolve_layout
+    layout, why = resolve_layout(_layout_kernel(tmp_path, uffd=False))
+    assert why == "BTF has anon_vma_name.name 1 bytes wide, the program reads 0: offsets from the kernel headers " \
+                  "(whose sizes the program asserts)"  # a char, not a flexible array: refused too
+    # without CONFIG_USERFAULTFD's member the rest stands; vm_flags 4 bytes wide: refused
+    from vmatrace_bpf import plan as plan_mod
+    fields = tuple(f for f in plan_mod.LAYOUT if f.macro != "NAME_STR_OFF")
+    monkeypatch.setattr(plan_mod, "LAYOUT", fields)
+    layout, why = resolve_layout(_layout_kernel(tmp_path, uffd=False))
+    assert why == "" and "VMA_UFFD_OFF" not in layout
+    assert (layout["VMA_VM_FLAGS_OFF"], layout["VMA_ANON_NAME_OFF"], layout["MM_MAP_COUNT_OFF"]) == (16, 48, 12)
+    assert layout["NAME_REFS_OFF"] == 0 and layout["TASK_MM_OFF"] == 32
+    assert resolve_layout(_layout_kernel(tmp_path, uffd=True))[0]["VMA_UFFD_OFF"] == 56
+    layout, why = resolve_layout(_layout_kernel(tmp_path, flags_size=4))
+    assert layout == {} and why.startswith("BTF has vm_area_struct.vm_flags 4 bytes wide, the program reads 8")
+    # a required member missing: all from the headers, saying which
+    from btfgen import BTFBuilder
+    from vmatrace_bpf.btf import BTF
+    b = BTFBuilder()
+    b.struct("vm_area_struct", 8, [("vm_start", b.int("long unsigned int", 8), 0)])
+    assert resolve_layout(BTF(b.bytes())) == ({}, "BTF has no vm_area_struct.vm_end: offsets from the kernel headers")
