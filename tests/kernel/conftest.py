@@ -59,9 +59,11 @@ def bcc_to_ourselves():
 class Collector:
     """A loaded tracer plus a way to run a workload scenario under it."""
 
-    def __init__(self, kinfo, force=None, ringbuf=None):
+    def __init__(self, kinfo, force=None, ringbuf=None, header_layout=False):
         self.kinfo, self.ringbuf = kinfo, ringbuf
         self.plan = choose(kinfo, force=force or {})
+        if header_layout:  # struct members at the kernel headers' offsets, as on a kernel without BTF
+            self.plan.layout, self.plan.layout_why = {}, "the test asked for the kernel headers"
         self.events = []
         self.reopen()
 
@@ -124,12 +126,13 @@ def collector(kinfo):
 @pytest.fixture(scope="module")
 def fallback_collector(kinfo, collector):
     """The same capabilities through their fallback variants, where this kernel has them,
-    delivered through the perf buffer instead of the ring buffer.
+    delivered through the perf buffer instead of the ring buffer, and with the struct layout of a kernel
+    without BTF (offsets from <linux/mm_types.h>, not from BTF).
     bcc names its kprobe events by function and PID, so two tracers in one process
     cannot share a function: the default one is detached first, and loaded again after."""
     collector.close()
     force = {"prctl": "syscall-kprobe", "fork": "uprobe_dup_mmap-window", "vma_dup": "vm_area_dup"}
-    c = Collector(kinfo, force=force, ringbuf=False)  # and the perf buffer (kernels before 5.8)
+    c = Collector(kinfo, force=force, ringbuf=False, header_layout=True)  # and the perf buffer (before 5.8)
     yield c
     c.close()
     collector.reopen()  # for the modules after this one
