@@ -80,6 +80,10 @@ def _extra_size(kind: int, vlen: int) -> int:
     return 0
 
 
+_EXTRA_FIXED = tuple(_extra_size(k, 0) for k in range(32))
+_EXTRA_PER_MEMBER = tuple(_extra_size(k, 1) - _extra_size(k, 0) for k in range(32))
+
+
 class BTF:
     def __init__(self, data: bytes):
         if len(data) < 24:
@@ -104,7 +108,11 @@ class BTF:
         if hdr_len < 24 or self._types_start > self._types_end or self._str_start > self._str_end:
             raise BTFError("malformed BTF header")
         self._types: List[Tuple[int, int, int, int, int, int]] = [(0, 0, 0, 0, 0, 0)]
-        self._by_name: Dict[Tuple[int, str], List[int]] = {}
+        # (kind, name's offset in the string section) -> type ids: names are decoded only when asked for
+        # (decoding every one made BTF parsing ~2x slower: seconds of `watch`'s start under TCG)
+        self._by_name: Dict[Tuple[int, int], List[int]] = {}
+        self._name_offs: Dict[str, Tuple[int, ...]] = {}
+        self._inside: Dict[Tuple[int, str], List[int]] = {}  # (kind, name) of names that end another string
         try:
             self._index()
         except (struct.error, ValueError, IndexError) as e:
@@ -128,7 +136,12 @@ class BTF:
     def _index(self) -> None:
         unpack = struct.Struct(self._e + "3I").unpack_from
         data, pos, end = self._data, self._types_start, self._types_end
-        named = (KIND_STRUCT, KIND_UNION, KIND_FUNC, KIND_TYPEDEF, KIND_ENUM, KIND_ENUM64)
+        named = frozenset((KIND_STRUCT, KIND_UNION, KIND_FUNC, KIND_TYPEDEF, KIND_ENUM, KIND_ENUM64))
+        fixed, per_member = _EXTRA_FIXED, _EXTRA_PER_MEMBER  # (_extra_size as two tables: the loop's hot part)
+        by_name, inside, str_start = self._by_name, [], self._str_start
+        str_len = self._str_end - str_start
+        if self._str_end > self._str_start and data[self._str_end - 1] != 0:
+            raise BTFError("the string section does not end with a NUL")
         while pos < end:
             name_off, info, size_or_type = unpack(data, pos)
             kind = (info >> 24) & 0x1F
@@ -136,10 +149,21 @@ class BTF:
             tid = len(self._types)
             self._types.append((pos, kind, vlen, info >> 31, name_off, size_or_type))
             if name_off and kind in named:
-                self._by_name.setdefault((kind, self._str(name_off)), []).append(tid)
-            pos += 12 + _extra_size(kind, vlen)
+                if name_off >= str_len:
+                    raise BTFError(f"type {tid}: name offset {name_off} is outside the string section")
+                key = (kind, name_off)
+                if data[str_start + name_off - 1]:  # a name inside another string: found by text, below
+                    inside.append((kind, name_off, tid))
+                ids = by_name.get(key)
+                if ids is None:
+                    by_name[key] = [tid]
+                else:
+                    ids.append(tid)
+            pos += 12 + fixed[kind] + per_member[kind] * vlen
         if pos != end:
             raise BTFError("the type section does not end on a type boundary (truncated or corrupt)")
+        for kind, name_off, tid in inside:
+            self._inside.setdefault((kind, self._str(name_off)), []).append(tid)
 
     # -- lookups -----------------------------------------------------------
     def kind(self, tid: int) -> int:
@@ -148,11 +172,29 @@ class BTF:
     def name(self, tid: int) -> str:
         return self._str(self._types[tid][4]) if self._types[tid][4] else ""
 
+    def _offs(self, name: str) -> Tuple[int, ...]:
+        """Every offset in the string section at which the string NAME is (deduplicated BTF: one)."""
+        offs = self._name_offs.get(name)
+        if offs is None:
+            found, needle = [], b"\0" + name.encode("utf-8", "surrogateescape") + b"\0"
+            at = self._data.find(needle, self._str_start, self._str_end)
+            while at >= 0 and name:
+                found.append(at + 1 - self._str_start)
+                at = self._data.find(needle, at + 1, self._str_end)
+            offs = self._name_offs[name] = tuple(found)
+        return offs
+
+    def _named(self, kind: int, name: str) -> List[int]:
+        """Type ids of KIND called NAME, in id order."""
+        ids = [tid for off in self._offs(name) for tid in self._by_name.get((kind, off), ())]
+        ids += self._inside.get((kind, name), ())
+        return sorted(set(ids)) if len(ids) > 1 else ids
+
     def has_func(self, name: str) -> bool:
-        return (KIND_FUNC, name) in self._by_name
+        return bool(self._named(KIND_FUNC, name))
 
     def func_names(self) -> List[str]:
-        return [n for (k, n) in self._by_name if k == KIND_FUNC]
+        return [self._str(off) for (k, off) in self._by_name if k == KIND_FUNC]
 
     def func_params(self, name: str) -> Optional[List[str]]:
         """Parameter names of function NAME, or None if BTF has no such function."""
@@ -163,7 +205,7 @@ class BTF:
         """Every distinct prototype BTF records for function NAME (usually one; two static
         functions of one name in different files can differ).  Empty: no such function."""
         out: List[Prototype] = []
-        for fid in self._by_name.get((KIND_FUNC, name), []):
+        for fid in self._named(KIND_FUNC, name):
             proto = self._check_id(self._types[fid][5])
             pos, kind, vlen = self._types[proto][:3]
             if kind != KIND_FUNC_PROTO:
@@ -222,7 +264,7 @@ class BTF:
 
     def struct_id(self, name: str) -> Optional[int]:
         for kind in (KIND_STRUCT, KIND_UNION):
-            for tid in self._by_name.get((kind, name), []):
+            for tid in self._named(kind, name):
                 if self._types[tid][5] or self._types[tid][2]:  # skip empty decls
                     return tid
         return None

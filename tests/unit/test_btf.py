@@ -103,3 +103,30 @@ def test_mutated_btf_gives_btferror_or_answers(flips, cut):
 def test_random_bytes_are_not_btf(data):
     exercise(data)
     exercise(b"\x9f\xeb\x01\x00" + data)
+
+
+def test_names_found_wherever_the_string_section_holds_them():
+    """Names are looked up by their text in the string section, not decoded for every type: a name kept twice
+    (BTF not deduplicated) finds both types, in id order; a name that is the tail of another string (its
+    offset inside that string) is found too; a name offset past the section is malformed BTF."""
+    import struct as st
+
+    from btfgen import BTFBuilder
+    g = BTFBuilder()
+    i = g.int("int", 4)
+    f1 = g.func("vma_merge", i, [("a", i)])
+    f2 = g.func("vma_merge", i, [("a", i), ("b", i)])  # a second prototype, its name stored again
+    big = g.struct("not_vm_area_struct", 8, [("x", i, 0)])
+    tail = g.struct("", 16, [("vm_start", i, 0)])
+    name_off = st.unpack_from("<I", g._types[big - 1])[0] + len("not_")
+    g._types[tail - 1] = st.pack("<I", name_off) + g._types[tail - 1][4:]
+    b = BTF(g.bytes())
+    assert [len(p.params) for p in b.func_prototypes("vma_merge")] == [1, 2]
+    assert b.has_func("vma_merge") and not b.has_func("vma_merg") and not b.has_func("")
+    assert b.struct_id("vm_area_struct") == tail and b.struct_id("not_vm_area_struct") == big
+    assert b.member_offset("vm_area_struct", "vm_start") == 0
+    assert sorted(b.func_names()) == ["vma_merge", "vma_merge"]
+    assert f1 < f2
+    g._types[tail - 1] = st.pack("<I", 1 << 20) + g._types[tail - 1][4:]
+    with pytest.raises(BTFError, match="outside the string section"):
+        BTF(g.bytes())
