@@ -152,7 +152,8 @@ def check_tracepoints(kinfo: KernelInfo) -> Check:
 def check_btf(kinfo: KernelInfo) -> Check:
     ok = kinfo.btf is not None
     return Check("BTF", ok, (kinfo.files.btf or "") + (" present" if ok else " missing"),
-                 "" if ok else "CONFIG_DEBUG_INFO_BTF=y is needed for struct vma_merge_struct (6.12+) and fentry")
+                 "" if ok else "CONFIG_DEBUG_INFO_BTF=y is needed for struct vma_merge_struct (6.12+) and fentry; "
+                 "without it the program is compiled against the kernel headers (its compile takes about twice as long)")
 
 
 def check_fentry(kinfo: KernelInfo, bcc_ok: bool) -> Check:

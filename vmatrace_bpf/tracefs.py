@@ -29,7 +29,7 @@ from .kernel import KernelInfo
 from .plan import Plan
 from .tracefs_assemble import Assembler, LineParser, split_lines, starts_event
 from .tracefs_defs import DefsError, EventDef, build, return_args_supported
-from .tracefs_io import PREFIX, LocalFS, _disable_instance, _last_error, _tgid_of, _tids, remove_stale
+from .tracefs_io import PREFIX, LocalFS, _last_error, _tgid_of, _tids, remove_stale
 
 BUFFER_KB = 8192  # per CPU: a 65k-VMA fork makes one vm_area_dup event per VMA
 
@@ -99,6 +99,7 @@ class TracefsTracer:
         self.cleanup_error: Optional[str] = None
         self.marker: Optional[bytes] = None
         self.drains = 0
+        self._lost, self._lost_at, self._lost_drains = 0, None, 0
         self.parser: Optional[LineParser] = None
 
     # -- set-up ------------------------------------------------------------------------------------------------
@@ -116,60 +117,60 @@ class TracefsTracer:
         fns = {p.fn: name for name, ch in self.plan.choices.items() for p in ch.probes}
         for d in defs.events:
             by_cap.setdefault(fns[d.fn], []).append(d)
+        # every definition in one batch; a capability with one refused definition is missing, and its
+        # definitions that were taken are removed again
+        probes = [(cap, d) for cap, ds in by_cap.items() for d in ds if d.kind != "tracepoint"]
+        errs = self.fs.batch([("append", "kprobe_events", d.line(self.group) + "\n") for _, d in probes],
+                             stop=False)
+        refused: Dict[str, tuple] = {}
+        for (cap, d), e in zip(probes, errs):
+            if e is not None:
+                refused.setdefault(cap, (d, e))
+        log = _last_error(self.fs) if refused else ""
+        for cap, (d, e) in refused.items():
+            self.missing[cap] = (f"the kernel refused {d.kind} {d.target} ({os.strerror(e.errno)}"
+                                 f"{': ' + log if log else ''})")
+        taken = [d for (cap, d), e in zip(probes, errs) if e is None and cap in refused]
+        if taken:
+            self.fs.batch([self._undefine_op(d) for d in taken], stop=False)
         for cap, ds in by_cap.items():
-            done = []
-            for d in ds:
-                if d.kind == "tracepoint":
-                    done.append(d)
-                    continue
-                try:
-                    self.fs.write("kprobe_events", d.line(self.group) + "\n", append=True)
-                    done.append(d)
-                except OSError as e:
-                    for old in done:
-                        if old.kind != "tracepoint":
-                            self._undefine(old)
-                    self.missing[cap] = (f"the kernel refused {d.kind} {d.target} ({os.strerror(e.errno)}"
-                                         f"{': ' + _last_error(self.fs) if _last_error(self.fs) else ''})")
-                    done = []
-                    break
-            self.defined += done
+            if cap not in refused:
+                self.defined += ds
         for cap, why in self.missing.items():
             ch = self.plan.choices[cap]
             if ch.variant is not None:
                 ch.rejected.append((ch.variant.name, "tracefs: " + why))
                 ch.variant, ch.probes = None, []
 
-    def _undefine(self, d: EventDef) -> None:
-        try:
-            self.fs.write("kprobe_events", f"-:{self.group}/{d.event}\n", append=True)
-        except OSError:
-            pass
+    def _undefine_op(self, d: EventDef) -> tuple:
+        return ("append", "kprobe_events", f"-:{self.group}/{d.event}\n")
 
     def _instance(self) -> None:
-        fs, inst = self.fs, self.inst
-        fs.mkdir(inst)
-        fs.write(f"{inst}/tracing_on", "0")
-        fs.write(f"{inst}/trace_clock", "mono")
-        fs.write(f"{inst}/buffer_size_kb", str(BUFFER_KB))
-        for opt, val in (("record-tgid", "1"), ("overwrite", "0"), ("event-fork", "1")):
-            fs.write(f"{inst}/options/{opt}", val)
+        inst = self.inst
+        ops = [("mkdir", inst), ("write", f"{inst}/tracing_on", "0"), ("write", f"{inst}/trace_clock", "mono"),
+               ("write", f"{inst}/buffer_size_kb", str(BUFFER_KB))]
+        ops += [("write", f"{inst}/options/{opt}", val)
+                for opt, val in (("record-tgid", "1"), ("overwrite", "0"), ("event-fork", "1"))]
         if self.pids:
             tids = sorted({t for pid in self.pids for t in self.tids_of(pid)} | set(self.pids))
-            fs.write(f"{inst}/set_event_pid", " ".join(map(str, tids)))
+            ops.append(("write", f"{inst}/set_event_pid", " ".join(map(str, tids))))
         for d in self.defined:
             if d.kind == "tracepoint":
                 cat, ev = d.target.split(":")
-                fs.write(f"{inst}/events/{cat}/{ev}/enable", "1")
+                ops.append(("write", f"{inst}/events/{cat}/{ev}/enable", "1"))
             else:
                 if d.filter:
-                    fs.write(f"{inst}/events/{self.group}/{d.event}/filter", d.filter)
-                fs.write(f"{inst}/events/{self.group}/{d.event}/enable", "1")
-        self.cpus = sorted((c for c in fs.listdir(f"{inst}/per_cpu") if c.startswith("cpu")),
+                    ops.append(("write", f"{inst}/events/{self.group}/{d.event}/filter", d.filter))
+                ops.append(("write", f"{inst}/events/{self.group}/{d.event}/enable", "1"))
+        # tracing on last: what happens before the pipe is opened waits in the buffer
+        ops.append(("write", f"{inst}/tracing_on", "1"))
+        failed = next((e for e in self.fs.batch(ops) if e is not None), None)
+        if failed is not None:
+            raise failed
+        self.cpus = sorted((c for c in self.fs.listdir(f"{inst}/per_cpu") if c.startswith("cpu")),
                            key=lambda c: int(c[3:]))
-        self.fd = fs.open_pipe(f"{inst}/trace_pipe")
+        self.fd = self.fs.open_pipe(f"{inst}/trace_pipe")
         self.parser = LineParser(self.defined)
-        fs.write(f"{inst}/tracing_on", "1")
         for pid in self.pids:
             self.watch_pid(pid)
 
@@ -258,17 +259,18 @@ class TracefsTracer:
         return self.assembler.undecodable
 
     def lost(self) -> int:
-        """Events the instance's buffer dropped (overwrite off: 'dropped events'; 'overrun' too)."""
+        """Events the instance's buffer dropped (overwrite off: 'dropped events'; 'overrun' too).  Read at most
+        once a second (a device's are one adb round trip), and afresh after each drain()."""
+        now = time.monotonic()
+        if self._lost_at is not None and now - self._lost_at < 1.0 and self._lost_drains == self.drains:
+            return self._lost
         n = 0
-        for cpu in self.cpus:
-            try:
-                stats = self.fs.read(f"{self.inst}/per_cpu/{cpu}/stats")
-            except OSError:
-                continue
+        for stats in self.fs.read_many([f"{self.inst}/per_cpu/{cpu}/stats" for cpu in self.cpus]):
             for key in ("overrun", "dropped events"):
-                m = re.search(r"^" + key + r":\s*(\d+)", stats, re.M)
+                m = re.search(r"^" + key + r":\s*(\d+)", stats or "", re.M)
                 if m:
                     n += int(m.group(1))
+        self._lost, self._lost_at, self._lost_drains = n, now, self.drains
         return n
 
     # -- tear-down ---------------------------------------------------------------------------------------------
@@ -285,20 +287,24 @@ class TracefsTracer:
             pass  # the device is gone: the next start removes what is left (remove_stale)
 
     def _remove(self) -> None:
-        if self.fs.exists(self.inst):
-            _disable_instance(self.fs, self.inst)
-            for attempt in range(10):  # a reader of its trace_pipe still exiting holds it (EBUSY)
-                try:
-                    self.fs.rmdir(self.inst)
-                    break
-                except OSError as e:
-                    if e.errno != errno.EBUSY or attempt == 9:
-                        self.cleanup_error = f"{self.inst}: {e.strerror}"
-                        break
-                    time.sleep(0.2)
-        for d in reversed(self.defined):
-            if d.kind != "tracepoint":
-                self._undefine(d)
+        """Disable and remove the instance, then the probes: one batch (a device: one round trip), the
+        instance's rmdir retried while a reader of its trace_pipe still exiting holds it (EBUSY)."""
+        inst = self.inst
+        ops = [("write", f"{inst}/tracing_on", "0"), ("write", f"{inst}/events/{self.group}/enable", "0"),
+               ("write", f"{inst}/events/sched/sched_process_fork/enable", "0"), ("rmdir", inst)]
+        undefine = [self._undefine_op(d) for d in reversed(self.defined) if d.kind != "tracepoint"]
+        errs = self.fs.batch(ops + undefine, stop=False)
+        rmdir = errs[3]
+        for attempt in range(9):
+            if rmdir is None or rmdir.errno != errno.EBUSY:
+                break
+            time.sleep(0.2)
+            rmdir = self.fs.batch([("rmdir", inst)])[0]
+        if rmdir is not None and rmdir.errno != errno.ENOENT:  # ENOENT: the set-up never made it
+            self.cleanup_error = f"{inst}: {rmdir.strerror}"
+        again = [op for op, e in zip(undefine, errs[len(ops):]) if e is not None]
+        if again and rmdir is None:
+            self.fs.batch(again, stop=False)
         self.defined = []
 
     def __enter__(self) -> "TracefsTracer":

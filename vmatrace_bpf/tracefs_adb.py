@@ -26,7 +26,10 @@ from .errors import VmabpfError
 from .kernel import KernelInfo, machine_to_arch
 
 _TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-_ERRNOS = (("No such file", errno.ENOENT), ("Permission denied", errno.EACCES), ("File exists", errno.EEXIST),
+_FAILED = "@@vmabpf-failed "  # + the op's index in its batch, on stderr
+_FILE = "@@vmabpf-file "  # + the index of the file whose text follows (read_many)
+_SCRIPT_MAX = 16000  # characters of one batch's script: well inside adb's and the device shell's limits
+_ERRNOS = (("No such file", errno.ENOENT), ("nonexistent", errno.ENOENT), ("Permission denied", errno.EACCES), ("File exists", errno.EEXIST),
            ("busy", errno.EBUSY), ("Invalid argument", errno.EINVAL), ("Directory not empty", errno.ENOTEMPTY))
 
 
@@ -61,6 +64,12 @@ def _write_new(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def _oserror(msg: str, path: str) -> OSError:
+    """The device shell's error message as the OSError a local call would raise."""
+    code = next((n for text, n in _ERRNOS if text.lower() in msg.lower()), errno.EIO)
+    return OSError(code, msg, path)
 
 
 class Device:
@@ -102,9 +111,7 @@ class Device:
     def _check(self, script: str, path: str) -> str:
         rc, out, err = self.run(script)
         if rc != 0:
-            msg = (err.strip().splitlines() or [f"exit {rc}"])[-1]
-            code = next((n for text, n in _ERRNOS if text.lower() in msg.lower()), errno.EIO)
-            raise OSError(code, msg, path)
+            raise _oserror((err.strip().splitlines() or [f"exit {rc}"])[-1], path)
         return out
 
     # -- the tracefs calls -------------------------------------------------------------------------------------
@@ -130,6 +137,72 @@ class Device:
 
     def rmdir(self, rel: str) -> None:
         self._check(f"rmdir {shlex.quote(self.path(rel))}", self.path(rel))
+
+    def _op(self, op) -> str:
+        p = shlex.quote(self.path(op[1]))
+        if op[0] in ("write", "append"):
+            return f"printf %s {shlex.quote(op[2])} {'>>' if op[0] == 'append' else '>'} {p}"
+        if op[0] in ("mkdir", "rmdir"):
+            return f"{op[0]} {p}"
+        raise ValueError(f"unknown tracefs op {op[0]!r}")
+
+    def batch(self, ops, stop: bool = True) -> List[Optional[OSError]]:
+        """LocalFS.batch in as few `adb shell` calls as the command line allows (one for a set-up): each
+        op's failure is marked on stderr with its index, after the shell's own message."""
+        errs: List[Optional[OSError]] = []
+        chunk: List[str] = []
+        first = 0
+        for i, op in enumerate(list(ops) + [None]):
+            if op is not None:
+                cmd = self._op(op)
+                chunk.append(f"{cmd} || {{ echo {_FAILED}{i - first} >&2; {'exit 1' if stop else 'true'}; }}")
+            if chunk and (op is None or sum(map(len, chunk)) > _SCRIPT_MAX):
+                done = self._run_batch(ops[first:i + (op is not None)], "; ".join(chunk), stop)
+                errs += done
+                if stop and any(done):
+                    return errs
+                first, chunk = i + 1, []
+        return errs
+
+    def _run_batch(self, ops, script: str, stop: bool) -> List[Optional[OSError]]:
+        rc, out, err = self.run(script)
+        errs: List[Optional[OSError]] = [None] * len(ops)
+        said: List[str] = []
+        marked = False
+        for line in (err + "\n" + out).splitlines():  # (an old adb merges stderr into stdout)
+            if line.startswith(_FAILED) and line[len(_FAILED):].isdigit() and int(line[len(_FAILED):]) < len(ops):
+                i = int(line[len(_FAILED):])
+                errs[i] = _oserror((said or ["failed"])[-1], self.path(ops[i][1]))
+                marked, said = True, []
+                if stop:
+                    return errs[:i + 1]
+            elif line.strip():
+                said.append(line.strip())
+        if rc != 0 and not marked:  # the shell itself failed: nothing can be said of any op
+            return [_oserror((said or [f"exit {rc}"])[-1], self.path(ops[0][1]))]
+        return errs
+
+    def read_many(self, rels) -> List[Optional[str]]:
+        """The text of each file (None: unreadable), in one `adb shell`: each file's text follows a line
+        "\n@@vmabpf-file I" (its own newline first, so a text without a last newline stays whole)."""
+        out: List[Optional[str]] = [None] * len(rels)
+        if not rels:
+            return out
+        mark = "printf '\\n%s\\n' " + shlex.quote(_FILE.strip() + " ")
+        script = "; ".join(f"{mark}{i}; cat {shlex.quote(self.path(r))} 2>/dev/null || {mark}-"
+                           for i, r in enumerate(rels))
+        _, text, _ = self.run(script)
+        cur = None
+        for part in text.split("\n" + _FILE)[1:]:
+            tag, _, body = part.partition("\n")
+            if tag == "-":
+                if cur is not None:
+                    out[cur] = None
+                cur = None
+            elif tag.isdigit() and int(tag) < len(rels):
+                cur = int(tag)
+                out[cur] = body
+        return out
 
     def open_pipe(self, rel: str) -> int:
         argv = [self.adb] + (["-s", self.serial] if self.serial else []) + [

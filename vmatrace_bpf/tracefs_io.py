@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence, Tuple
 
 PREFIX = "vmabpf"
+
+# One change to tracefs, as ``batch`` takes them: ("write", REL, TEXT) truncates and writes, ("append", REL,
+# TEXT) appends (kprobe_events), ("mkdir", REL), ("rmdir", REL).  A device carries out a whole batch in one
+# `adb shell`: the ~60 writes of a set-up were ~60 round trips before.
+Op = Tuple[str, ...]
 
 
 class LocalFS:
@@ -46,6 +51,37 @@ class LocalFS:
 
     def rmdir(self, rel: str) -> None:
         os.rmdir(self.path(rel))
+
+    def batch(self, ops: Sequence[Op], stop: bool = True) -> List[Optional[OSError]]:
+        """Carry out OPS in order: the error of each (None: done).  With STOP the first failure ends the
+        batch (the list is as long as what was tried)."""
+        errs: List[Optional[OSError]] = []
+        for op in ops:
+            try:
+                if op[0] in ("write", "append"):
+                    self.write(op[1], op[2], append=op[0] == "append")
+                elif op[0] == "mkdir":
+                    self.mkdir(op[1])
+                elif op[0] == "rmdir":
+                    self.rmdir(op[1])
+                else:
+                    raise ValueError(f"unknown tracefs op {op[0]!r}")
+                errs.append(None)
+            except OSError as e:
+                errs.append(e)
+                if stop:
+                    break
+        return errs
+
+    def read_many(self, rels: Sequence[str]) -> List[Optional[str]]:
+        """The text of each file (None: unreadable)."""
+        out: List[Optional[str]] = []
+        for rel in rels:
+            try:
+                out.append(self.read(rel))
+            except OSError:
+                out.append(None)
+        return out
 
     def open_pipe(self, rel: str) -> int:
         return os.open(self.path(rel), os.O_RDONLY | os.O_NONBLOCK)

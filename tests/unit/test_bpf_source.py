@@ -39,7 +39,7 @@ def test_vmg_offsets_are_all_used():
         for v in cap.variants:
             for off in v.offsets:
                 field = off.macro[len("VMG_"):-len("_OFF")]
-                assert f"VMG(" in SRC and re.search(rf"VMG\([^,]+, {field}\)", SRC), off.macro
+                assert "VMG(" in SRC and re.search(rf"VMG\([^,]+, {field}\)", SRC), off.macro
 
 
 def test_every_argument_read_is_declared_in_the_plan():
