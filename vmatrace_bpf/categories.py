@@ -87,6 +87,10 @@ _DALVIK_HEAP_PREFIXES = ("[anon:dalvik-main space", "[anon:dalvik-alloc space", 
 #: Go 1.25's names for heap arenas (runtime/mheap.go sysMap "heap", malloc.go sysReserve "heap reservation");
 #: "heap index" (malloc.go, the arena index) is metadata.
 _GO_HEAP = frozenset(("heap", "heap reservation"))
+# Go's own stack mappings (runtime/os_linux.go newosproc0; runtime/stack.go under GODEBUG=efence=1, which
+# gives each goroutine stack a mapping): stacks, like glibc's pthread stacks.  Ordinary goroutine stacks
+# live in "heap" spans and stay Go Heap.
+_GO_STACK = frozenset(("OS thread stack", "goroutine stack (system)"))
 _VERSIONED_SO = re.compile(r"\.so(\.[0-9]+)+\Z")
 _KERNEL_NAMES = frozenset(("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[vectors]", "[sigpage]",
                            "[uprobes]", "[kuserhelpers]"))
@@ -105,8 +109,9 @@ def category(name: str) -> str:
     "glibc: pthread stack: TID", "glibc: pthread user stack: TID", "glibc:
     unused stack" are Stack; Go 1.25's "Go: heap" (the arenas: objects and
     goroutine stacks) and "Go: heap reservation" (their unmapped rest) are Go
-    Heap, its other "Go: ..." names (heap index, page summary, gc bits, ...:
-    the runtime's metadata) Go Runtime.
+    Heap, "Go: OS thread stack" and "Go: goroutine stack (system)" Stack, its
+    other "Go: ..." names (heap index, page summary, gc bits, ...: the
+    runtime's metadata) Go Runtime.
     """
     if name.endswith(" (deleted)"):
         name = name[: -len(" (deleted)")]
@@ -166,5 +171,6 @@ def _anon_category(name: str) -> str:
             return "Stack"
         return "Other anon"
     if stripped.startswith("Go: "):
-        return "Go Heap" if stripped[len("Go: "):] in _GO_HEAP else "Go Runtime"
+        what = stripped[len("Go: "):]
+        return "Go Heap" if what in _GO_HEAP else "Stack" if what in _GO_STACK else "Go Runtime"
     return "Other anon"

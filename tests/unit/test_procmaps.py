@@ -197,6 +197,8 @@ def test_android_excerpt():
     ("[anon: glibc: loader malloc]", "Native Heap"), ("[anon: glibc: pthread stack: 42]", "Stack"),
     ("[anon: glibc: pthread user stack: 42]", "Stack"), ("[anon: glibc: fatal]", "Other anon"),
     ("[anon: Go: heap]", "Go Heap"), ("[anon: Go: page summary]", "Go Runtime"),
+    ("[anon: Go: OS thread stack]", "Stack"), ("[anon: Go: goroutine stack (system)]", "Stack"),
+    ("[anon: Go: goroutine stack]", "Go Runtime"),
     ("[anon:thread signal stack]", "Other anon"), ("", "Unnamed anon"), ("[anon_shmem:x]", "Shared anon"),
     ("/system/lib64/libc.so", ".so mmap"), ("/usr/lib/x86_64-linux-gnu/libz.so.1.3.1", ".so mmap"), ("/data/app/x/base.apk", ".apk mmap"),
     ("/dev/ashmem/CursorWindow (deleted)", "Ashmem"), ("/memfd:jit-cache (deleted)", "Dalvik Other"),
