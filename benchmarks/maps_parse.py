@@ -120,7 +120,8 @@ def child(mode, path, root=REPO):
 
 
 def command(root, path):
-    """Wall time and peak RSS (kB) of one `vmabpf maps --file PATH` with the package at ROOT."""
+    """Wall time, CPU time (user + system: what the load of a shared machine changes least) and peak RSS (kB)
+    of one `vmabpf maps --file PATH` with the package at ROOT."""
     env = dict(os.environ, PYTHONPATH=root)
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "vmatrace_bpf", "maps", "--file", path],
@@ -130,7 +131,7 @@ def command(root, path):
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode:
         raise SystemExit(f"vmabpf maps --file failed ({p.returncode}) under {root}")
-    return t, ru.ru_maxrss
+    return t, ru.ru_utime + ru.ru_stime, ru.ru_maxrss
 
 
 def med(results):
@@ -212,16 +213,17 @@ def main():
                   f"{res['stream']['tables'] / r['tables']:.2f}x, fragments {res['stream']['fragments'] / r['fragments']:.2f}x, "
                   f"peak above modules {(res['stream']['maxrss_kb'] - base) / max(1, r['maxrss_kb'] - obase):.2f}x")
         cmds = [("now", REPO)] + ([(a.baseline[:7], old)] if old else [])
-        got = {label: ([], 0) for label, _ in cmds}
+        got = {label: ([], [], 0) for label, _ in cmds}
         for _ in range(3):
             for label, root in cmds:
-                t, rss = command(root, path)
-                got[label] = (got[label][0] + [t], max(got[label][1], rss))
-        for label, (ts, rss) in got.items():
+                t, cpu, rss = command(root, path)
+                got[label] = (got[label][0] + [t], got[label][1] + [cpu], max(got[label][2], rss))
+        for label, (ts, cpus, rss) in got.items():
             print(f"vmabpf maps --file ({label}): best {min(ts):.3f} s, median {statistics.median(ts):.3f} s (3 runs); "
-                  f"peak RSS {rss / 1024:.0f} MB")
+                  f"CPU median {statistics.median(cpus):.3f} s; peak RSS {rss / 1024:.0f} MB")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
         if old:
-            (n, nr), (o, orss) = got["now"], got[a.baseline[:7]]
+            (n, _, nr), (o, _, orss) = got["now"], got[a.baseline[:7]]
             print(f"vmabpf maps --file now/{a.baseline[:7]}: {statistics.median(n) / statistics.median(o):.2f}x median "
                   f"time, {nr / orss:.2f}x peak RSS")
     finally:
