@@ -1,4 +1,4 @@
-"""Maps across processes and over time: per name (or allocator family) over every process
+"""Maps across processes and over time: per name (or allocator family, or dumpsys class) over every process
 of a Snapshot -- processes, VMAs, Rss/Pss/Private/Swap, like AOSP librank --, and the diff
 of two snapshots per name and per process, including name-caused fragmentation (the VMAs
 that equal names would merge away, mapstotals.fragments)."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .categories import family
+from .categories import category, family
 from .errors import VmabpfError
 from .mapstotals import fragments
 from .smapsparse import parse
@@ -77,8 +77,14 @@ class Across:
         return out
 
 
+# what a row is: a name ("[anon]" for none), an allocator family, or a class as `dumpsys meminfo` counts
+# them (its "Total PSS by category" over all processes)
+KEYS = {"name": lambda n: n or "[anon]", "family": family, "category": category}
+LABELS = {"name": "name", "family": "family", "category": "class"}
+
+
 def summarise(pm: ProcMaps, pid: int, comm: str, by: str) -> ProcSummary:
-    key = (lambda n: n or "[anon]") if by == "name" else family
+    key = KEYS[by]
     cells: Dict[str, Cell] = {}
     rss = pss = 0
     for v in pm.vmas:
@@ -91,7 +97,7 @@ def summarise(pm: ProcMaps, pid: int, comm: str, by: str) -> ProcSummary:
         pss += v.get("Pss")
     fr = fragments(pm)
     for (a, b), n in fr.pairs.items():
-        ka, kb = (a, b) if by == "name" else (family("" if a == "[anon]" else a), family("" if b == "[anon]" else b))
+        ka, kb = key("" if a == "[anon]" else a), key("" if b == "[anon]" else b)
         for k in {ka, kb}:
             if k in cells:
                 cells[k].frag += n

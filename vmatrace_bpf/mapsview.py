@@ -6,7 +6,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from .escape import escape
-from .mapsall import _about as about, per_process, rows
+from .mapsall import LABELS, _about as about, per_process, rows
 from .mapstotals import SMAPS_COLUMNS, fragments, group
 from .vma import ProcMaps
 
@@ -84,7 +84,7 @@ def _about(s) -> str:
 def render_across(a, pattern, sort, breakdown: bool) -> str:
 
     s = a.snapshot
-    head = ["name" if a.by == "name" else "family", "procs", "VMAs", "Rss kB", "Pss kB", "Private kB", "Swap kB",
+    head = [LABELS[a.by], "procs", "VMAs", "Rss kB", "Pss kB", "Private kB", "Swap kB",
             "name frag"]
     body = []
     rs = rows(a, pattern, sort)
@@ -97,7 +97,7 @@ def render_across(a, pattern, sort, breakdown: bool) -> str:
     if not s.root and s.unreadable:
         lines.append("(not root: only the processes this user may read; run as root, or adb root / su on a device)")
     if not body:
-        lines.append(f"no {'name' if a.by == 'name' else 'family'} matches {escape(pattern)!s}" if pattern
+        lines.append(f"no {LABELS[a.by]} matches {escape(pattern)!s}" if pattern
                      else "no VMAs")
         return "\n".join(lines)
     lines.append(tabulate(body, headers=head, tablefmt="simple", colalign=["left"] + ["right"] * 7,
@@ -143,7 +143,7 @@ def render_diff(d: dict, limit: int = 40) -> str:
     body = [[escape(r["name"]), r["status"]] + [_signed(r["delta"][k]) for k in
                                                 ("vmas", "rss_kb", "pss_kb", "private_kb", "swap_kb", "name_fragments")]
             for r in d["names"][:limit]]
-    lines += ["", tabulate(body, headers=["name" if d["by"] == "name" else "family", "", "+VMAs", "+Rss kB",
+    lines += ["", tabulate(body, headers=[LABELS[d["by"]], "", "+VMAs", "+Rss kB",
                                           "+Pss kB", "+Private kB", "+Swap kB", "+name frag"],
                            tablefmt="simple", disable_numparse=True)]
     if len(d["names"]) > limit:

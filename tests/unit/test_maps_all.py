@@ -104,6 +104,28 @@ def test_family(device):
     assert "ART" in fams and fams <= set(__import__("vmatrace_bpf.categories").categories.FAMILIES)
 
 
+def test_category_across_processes_is_the_sum_of_each_process(device):
+    """`--all --by category`: dumpsys meminfo's classes over every process (its "Total PSS by category"), each
+    row the sum of the per-process `--by category` rows of the same smaps files."""
+    device["FAKE_ADB_ROOT"] = "1"
+    p = run("--all", "--adb", "--by", "category", "-j", env=device)
+    assert p.returncode == 0, p.stderr
+    across = {r["name"]: r for r in json.loads(p.stdout)["rows"]}
+    want = {}
+    for path in (ANDROID, NAMES, ANDROID):
+        one = json.loads(run("--file", path, "--by", "category", "-j").stdout)
+        for r in one["rows"]:
+            w = want.setdefault(r["name"], {"vmas": 0, "pss_kb": 0, "procs": 0})
+            w["vmas"] += r["vmas"]
+            w["pss_kb"] += r["pss_kb"]
+            w["procs"] += 1
+    assert "Dalvik Heap" in across and "Native Heap" in across
+    assert {k: (r["vmas"], r["pss_kb"], r["processes"]) for k, r in across.items()} == \
+        {k: (w["vmas"], w["pss_kb"], w["procs"]) for k, w in want.items()}
+    text_out = run("--all", "--adb", "--by", "category", env=device).stdout
+    assert any(line.split()[:2] == ["class", "procs"] for line in text_out.splitlines()), text_out
+
+
 @pytest.mark.parametrize("name,fam", [
     ("[anon: glibc: malloc arena]", "glibc"), ("[anon: glibc: pthread stack: 1234]", "glibc"),
     ("[anon: Go: heap]", "Go runtime"), ("[anon:mimalloc]", "mimalloc"), ("[anon:scudo:primary]", "scudo"),
@@ -208,7 +230,6 @@ def test_save_one_process(tmp_path):
 
 
 @pytest.mark.parametrize("args,msg", [(["--name", "x", "1"], "--name needs --all"),
-                                      (["--all", "--by", "category"], "--by category is per process"),
                                       (["--all", "1"], "not both"),
                                       (["--file", "x", "--save", "y"], "--save keeps"),
                                       (["1", "--sort", "procs"], "needs --all")])

@@ -59,8 +59,9 @@ def _collect(pid, use_adb, serial, all_procs):
 @click.option("--sort", type=click.Choice(sorted(set(SORT_KEYS) | set(ALL_SORT))), default="pss", show_default=True,
               help="order of the rows (largest first; name: alphabetical; procs, private, swap: --all)")
 @click.option("--by", type=click.Choice(["name", "category", "family"]), default="name", show_default=True,
-              help="per name, per class as dumpsys meminfo counts them, or per allocator family "
-                   "(glibc, Go runtime, mimalloc, scudo, GWP-ASan, bionic, ART, other)")
+              help="per name, per class as dumpsys meminfo counts them (Native Heap, Stack, Dalvik Heap, Go Heap, "
+                   "...), or per allocator family (glibc, Go runtime, mimalloc, scudo, GWP-ASan, bionic, ART, "
+                   "other); with --all or a diff, over every process")
 @click.option("--fragments", "with_fragments", is_flag=True,
               help="runs of adjacent anonymous VMAs that differ only in name (merges names prevent)")
 @one_line_errors
@@ -93,8 +94,6 @@ def maps(pid, path, use_adb, serial, all_procs, pattern, save_path, replace, dif
         _fail("--interval diffs live PID or --all")
     if sort not in SORT_KEYS and not (all_procs or diff_paths):
         _fail(f"--sort {sort} needs --all")
-    if by == "category" and (all_procs or diff_paths or interval is not None):
-        _fail("--by category is per process; across processes use --by name or --by family")
     if diff_paths:
         old, new = (mapsall.across(snapshot.load(p), by) for p in diff_paths)
         _print_diff(mapsall.diff(old, new), as_json)
