@@ -152,12 +152,15 @@ def _delta(old: Optional[Dict[str, int]], new: Optional[Dict[str, int]]) -> Dict
     return {k: n.get(k, 0) - o.get(k, 0) for k in _FIELDS}
 
 
-def diff(old: Across, new: Across) -> Dict:
-    """Per name (or family) and per process: new minus old.  A process is matched by PID and
-    comm (a reused PID with another comm is one that exited and one that started)."""
+def diff(old: Across, new: Across, pattern: Optional[str] = None) -> Dict:
+    """Per name (or family, or class) and per process: new minus old.  A process is matched by PID and
+    comm (a reused PID with another comm is one that exited and one that started).  With PATTERN only
+    the names containing it, and each process's change in those names only."""
     to, tn = old.totals(), new.totals()
     names = []
     for k in sorted(set(to) | set(tn)):
+        if pattern is not None and pattern not in k:
+            continue
         o = to[k].values() if k in to else None
         n = tn[k].values() if k in tn else None
         d = _delta(o, n)
@@ -167,7 +170,11 @@ def diff(old: Across, new: Across) -> Dict:
     names.sort(key=lambda r: (-abs(r["delta"]["pss_kb"]), -abs(r["delta"]["vmas"]), r["name"]))
 
     def pv(ps: ProcSummary) -> Dict[str, int]:
-        return {"vmas": ps.vmas, "rss_kb": ps.rss, "pss_kb": ps.pss, "name_fragments": ps.frag}
+        if pattern is None:
+            return {"vmas": ps.vmas, "rss_kb": ps.rss, "pss_kb": ps.pss, "name_fragments": ps.frag}
+        cs = [c for k, c in ps.cells.items() if pattern in k]
+        return {"vmas": sum(c.vmas for c in cs), "rss_kb": sum(c.rss for c in cs), "pss_kb": sum(c.pss for c in cs),
+                "name_fragments": sum(c.frag for c in cs)}
     procs = []
     keys_o = {(ps.pid, ps.comm): ps for ps in old.procs.values()}
     keys_n = {(ps.pid, ps.comm): ps for ps in new.procs.values()}
@@ -175,12 +182,15 @@ def diff(old: Across, new: Across) -> Dict:
         o = pv(keys_o[key]) if key in keys_o else None
         n = pv(keys_n[key]) if key in keys_n else None
         d = {k: (n or {}).get(k, 0) - (o or {}).get(k, 0) for k in ("vmas", "rss_kb", "pss_kb", "name_fragments")}
+        if pattern is not None and not (o or {}).get("vmas") and not (n or {}).get("vmas"):
+            continue                    # held none of those names, before or after
         if any(d.values()) or (o is None) != (n is None):
             procs.append({"pid": key[0], "comm": key[1],
                           "status": "started" if o is None else "exited" if n is None else "changed",
                           "old": o, "new": n, "delta": d})
     procs.sort(key=lambda r: (-abs(r["delta"]["pss_kb"]), -abs(r["delta"]["vmas"]), r["pid"]))
-    return {"old": _about(old), "new": _about(new), "by": old.by, "names": names, "processes": procs}
+    return {"old": _about(old), "new": _about(new), "by": old.by, "pattern": pattern, "names": names,
+            "processes": procs}
 
 
 def _about(a: Across) -> Dict:

@@ -138,6 +138,8 @@ def render_diff(d: dict, limit: int = 40) -> str:
     o, n = d["old"], d["new"]
     lines = [f"old: {escape(o['source'])} {o['time']} ({o['processes']} processes)",
              f"new: {escape(n['source'])} {n['time']} ({n['processes']} processes)"]
+    if d.get("pattern") is not None:
+        lines.append(f"only {LABELS[d['by']]}s containing {escape(d['pattern'])} (and each process's change in them)")
     if not d["names"] and not d["processes"]:
         return "\n".join(lines + ["no change"])
     body = [[escape(r["name"]), r["status"]] + [_signed(r["delta"][k]) for k in

@@ -178,6 +178,14 @@ def test_save_and_diff(device, tmp_path):
     assert procs[4000]["delta"]["name_fragments"] == frag and frag > 0
     t = run("--diff", old, new)
     assert t.returncode == 0 and "exited" in t.stdout and "started" in t.stdout
+    # --name: only the names containing it, and each process's change in those names alone
+    d = json.loads(run("--diff", old, new, "--name", "anon:same", "-j").stdout)
+    assert [r["name"] for r in d["names"]] == ["[anon:same]"] and d["pattern"] == "anon:same"
+    procs = {r["pid"]: r for r in d["processes"]}
+    assert procs[4000]["delta"]["pss_kb"] == pss_of(text(NAMES), "[anon:same]")
+    assert procs[4000]["delta"]["vmas"] == sum(1 for ln in text(NAMES).splitlines() if ln.endswith(" [anon:same]"))
+    assert 3001 not in procs  # it exited, but held no [anon:same]: nothing of it in those names
+    assert "only names containing anon:same" in run("--diff", old, new, "--name", "anon:same").stdout
 
 
 def test_diff_of_the_same_file_is_no_change(device, tmp_path):
@@ -229,7 +237,7 @@ def test_save_one_process(tmp_path):
         tuple("0123456789abcdef"))
 
 
-@pytest.mark.parametrize("args,msg", [(["--name", "x", "1"], "--name needs --all"),
+@pytest.mark.parametrize("args,msg", [(["--name", "x", "1"], "--name needs --all, --diff or --interval"),
                                       (["--all", "1"], "not both"),
                                       (["--file", "x", "--save", "y"], "--save keeps"),
                                       (["1", "--sort", "procs"], "needs --all")])

@@ -86,8 +86,8 @@ def maps(pid, path, use_adb, serial, all_procs, pattern, save_path, replace, dif
         _fail("missing PID")
     if use_adb and (path is not None or diff_paths):
         _fail("--adb reads a device: not with --file or --diff")
-    if (pattern is not None) and not (all_procs or diff_paths):
-        _fail("--name needs --all")
+    if (pattern is not None) and not (all_procs or diff_paths or interval is not None):
+        _fail("--name needs --all, --diff or --interval")
     if save_path and (path is not None or diff_paths):
         _fail("--save keeps what PID or --all read")
     if interval is not None and (path is not None or diff_paths or save_path):
@@ -96,14 +96,14 @@ def maps(pid, path, use_adb, serial, all_procs, pattern, save_path, replace, dif
         _fail(f"--sort {sort} needs --all")
     if diff_paths:
         old, new = (mapsall.across(snapshot.load(p), by) for p in diff_paths)
-        _print_diff(mapsall.diff(old, new), as_json)
+        _print_diff(mapsall.diff(old, new, pattern), as_json)
         return
     if interval is not None:
         prev = mapsall.across(_collect(pid, use_adb, serial, all_procs), by)
         for _ in range(count):
             time.sleep(interval)
             cur = mapsall.across(_collect(pid, use_adb, serial, all_procs), by)
-            _print_diff(mapsall.diff(prev, cur), as_json)
+            _print_diff(mapsall.diff(prev, cur, pattern), as_json)
             prev = cur
         return
     if path is not None:
