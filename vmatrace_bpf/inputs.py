@@ -62,11 +62,25 @@ def open_regular(path: str, what: str) -> BinaryIO:
 
 def read_regular(path: str, what: str, limit: int) -> bytes:
     """The whole of regular file PATH, refused when over LIMIT bytes."""
+    too_big = VmabpfError(f"{path} is larger than {limit >> 20} MiB: not {what}")
     with open_regular(path, what) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise VmabpfError(f"{path} is larger than {limit >> 20} MiB: not {what}")
-    return data
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise too_big
+        # not f.read(limit + 1): that allocates LIMIT bytes first (8 GiB for a snapshot: MemoryError in a
+        # small guest).  The size read as stat gives it (one read), then on until EOF: a file that grew, or
+        # one that says 0 (/proc), in 1 MiB steps
+        parts, total, want = [], 0, size + 1 if size else 1 << 20
+        while total <= limit:
+            chunk = f.read(min(want, limit + 1 - total))
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+            want = 1 << 20
+    if total > limit:
+        raise too_big
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def lines(f: BinaryIO, name: str, what: str, limit: int = MAX_LINE) -> Iterator[bytes]:
