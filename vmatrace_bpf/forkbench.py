@@ -177,7 +177,11 @@ class BpfStats:
 
 
 def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str], distinct: bool,
-              rounds: int = 5, progress=None) -> dict:
+              rounds: int = 5, progress=None, stats=None) -> dict:
+    """The experiment's result (see the module).  STATS (BpfStats, or a stand-in) profiles the programs in
+    one more round of forks after the timed ones: kernel.bpf_stats_enabled makes every program run read
+    the clock twice (slow under TCG), so it is never on while forks are timed; the profile round's fork
+    times are in the result ("profile_round") to show what the accounting costs."""
     traced = [m for m in modes if m != "off"]
     kinfo = None
     if traced:
@@ -222,8 +226,6 @@ def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str]
             result["modes"]["latency"]["dup_mmap_mean_ms"] = {
                 s: (by_comm[scen[s].comm][1] / by_comm[scen[s].comm][0] / 1e6) if scen[s].comm in by_comm else None
                 for s in SCENARIOS}
-        if tracers:
-            result["bpf_profile"] = BpfStats.read(tracers)
         if "full" in tracers:
             t = tracers["full"]
             t.drain()
@@ -235,6 +237,21 @@ def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str]
                 full["dup_mmap"][s] = stats_ms([e["latency_ns"] for e in mine])
                 full["dup_mmap"][s]["named_refs_per_fork"] = sorted({e["named_copied"] for e in mine})
             full["lost_events"] = t.lost()
+        if tracers and stats is not None:
+            # the profile: one untimed-for-the-ratios round per traced mode with the kernel's accounting on
+            k = max(3, per_round[0])
+            prof_ms = {}
+            with stats():
+                for mode, t in tracers.items():
+                    t.attach()
+                    try:
+                        prof_ms[mode] = {name: stats_ms(scen[name].fork(k)) for name in SCENARIOS}
+                    finally:
+                        if mode == "full":
+                            t.drain()
+                        t.detach()
+                result["bpf_profile"] = stats.read(tracers)
+            result["profile_round"] = {"forks": k, "modes": prof_ms}
         for t in tracers.values():
             t.close()
         for mode in modes:

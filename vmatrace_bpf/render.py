@@ -329,10 +329,18 @@ def bench_text(result: dict) -> str:
                               disable_numparse=True))
     prof = result.get("bpf_profile")
     if prof:
-        lines.append("\nBPF programs (kernel.bpf_stats_enabled; the probe mechanism itself is not included):")
+        pr = result.get("profile_round") or {}
+        lines.append(f"\nBPF programs (kernel.bpf_stats_enabled, in {pr.get('forks', '?')} more forks per scenario "
+                     "and mode after the timed ones; the probe mechanism itself is not included):")
         rows = [[fn, "not loaded" if st.get("source") == "missing" else st["run_cnt"], fmt(st["avg_ns"], ".0f"),
                  fmt(st["run_time_ns"] and st["run_time_ns"] / 1e6, ".1f")] for fn, st in sorted(prof.items())]
         lines.append(tabulate(rows, headers=["program", "runs", "avg ns", "total ms"], tablefmt="simple", disable_numparse=True))
+        if pr.get("modes"):
+            rows = [[mode, fmt(m["unnamed"]["median_ms"], ".1f"), fmt(m["named"]["median_ms"], ".1f")]
+                    for mode, m in pr["modes"].items()]
+            lines.append("fork() median ms in that round (the accounting on):")
+            lines.append(tabulate(rows, headers=["trace", "unnamed", "named"], tablefmt="simple",
+                                  disable_numparse=True))
     full = result["modes"].get("full")
     if full and full.get("dup_mmap"):
         refs = full["dup_mmap"]["named"]["named_refs_per_fork"]

@@ -54,3 +54,11 @@ def test_bench_fork_small_all_modes():
         # ties the two together: found by id in bpftool's list, not taken from fdinfo
         assert st["source"] == "bpftool" and st["id"] > 0, (label, st)
         assert st["run_cnt"] > 0 and st["avg_ns"] > 0, (label, st)
+
+    # the accounting is on only in the profile round after the timed forks (it slows every program run):
+    # vm_area_dup ran for that round's forks of both processes (2,000 VMAs each), not for the 20 timed ones
+    k = res["profile_round"]["forks"]
+    assert k >= 3 and all(res["profile_round"]["modes"][m][s]["n"] == k for m in ("latency", "full")
+                          for s in ("unnamed", "named"))
+    dup = next(st["run_cnt"] for label, st in prof.items() if "vm_area_dup" in label and label.endswith("[full]"))
+    assert 2 * k * 2000 <= dup < 2 * (k + 20) * 2000, (k, dup)

@@ -56,8 +56,7 @@ def bench_fork(vmas, name_len, pages, forks, trace, same_name, as_json):
         if not as_json and sys.stderr.isatty():
             click.echo(f"\rround {done}/{total}", nl=done == total, err=True)
 
-    with BpfStats():
-        result = run_bench(vmas, name_len, pages, forks, modes, not same_name, progress=progress)
+    result = run_bench(vmas, name_len, pages, forks, modes, not same_name, progress=progress, stats=BpfStats)
     if as_json:
         click.echo(json.dumps(result, indent=2, allow_nan=False))
     else:
