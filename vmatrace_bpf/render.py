@@ -300,8 +300,7 @@ def fmt(v, spec=".2f", suffix=""):
 
 
 def bench_text(result: dict) -> str:
-    pages = result["pages"]
-    what = f"{result['vmas']} VMAs, {pages} page{'s' if pages != 1 else ''} touched each, " \
+    what = f"{result['vmas']} VMAs, {result['pages']} page{'s' if result['pages'] != 1 else ''} touched each, " \
            f"names of {result['name_len']} chars{' (distinct)' if result['distinct_names'] else ' (all equal)'}"
     lines = [f"fork() of a process with {what}; {result['forks']} forks per scenario and mode", ""]
     rows = []
@@ -309,14 +308,11 @@ def bench_text(result: dict) -> str:
         for stat in ("median_ms", "p90_ms"):
             rows.append([f"trace {mode}, {stat[:-3]}", fmt(row["unnamed"][stat]), fmt(row["named"][stat]),
                          fmt(regression(row["unnamed"][stat], row["named"][stat]), "+.1f", "%")])
-        if mode == "latency" and row.get("dup_mmap_mean_ms"):
-            d = row["dup_mmap_mean_ms"]
-            rows.append(["  dup_mmap (BPF), mean", fmt(d["unnamed"]), fmt(d["named"]),
-                         fmt(regression(d["unnamed"], d["named"]), "+.1f", "%")])
-        if mode == "full" and row.get("dup_mmap"):
-            d = row["dup_mmap"]
-            rows.append(["  dup_mmap (BPF), median", fmt(d["unnamed"]["median_ms"]), fmt(d["named"]["median_ms"]),
-                         fmt(regression(d["unnamed"]["median_ms"], d["named"]["median_ms"]), "+.1f", "%")])
+        for key, how in (("dup_mmap_mean_ms", "mean"), ("dup_mmap", "median")):  # latency's, full's
+            d = {s: (v["median_ms"] if isinstance(v, dict) else v) for s, v in (row.get(key) or {}).items()}
+            if d:
+                rows.append([f"  dup_mmap (BPF), {how}", fmt(d["unnamed"]), fmt(d["named"]),
+                             fmt(regression(d["unnamed"], d["named"]), "+.1f", "%")])
     lines.append(tabulate(rows, headers=["scenario", "unnamed ms", "named ms", "regression"], tablefmt="simple",
                           disable_numparse=True))
     if len(result["modes"]) > 1:
@@ -324,23 +320,19 @@ def bench_text(result: dict) -> str:
         rows = [[mode, fmt(row["unnamed"].get("ratio_vs_off", 1.0 if mode == "off" else None), ".3f"),
                  fmt(row["named"].get("ratio_vs_off", 1.0 if mode == "off" else None), ".3f")]
                 for mode, row in result["modes"].items()]
-        lines.append("tracer overhead, fork() median with probes / without (same run, interleaved):")
-        lines.append(tabulate(rows, headers=["trace", "unnamed", "named"], tablefmt="simple",
-                              disable_numparse=True))
+        lines += ["tracer overhead, fork() median with probes / without (same run, interleaved):",
+                  tabulate(rows, headers=["trace", "unnamed", "named"], tablefmt="simple", disable_numparse=True)]
     prof = result.get("bpf_profile")
     if prof:
         pr = result.get("profile_round") or {}
-        lines.append(f"\nBPF programs (kernel.bpf_stats_enabled, in {pr.get('forks', '?')} more forks per scenario "
-                     "and mode after the timed ones; the probe mechanism itself is not included):")
+        lines.append(f"\nBPF programs (kernel.bpf_stats_enabled, in {pr.get('forks', '?')} more forks per scenario and mode "
+                     "after the timed ones; the probe mechanism itself is not included):")
         rows = [[fn, "not loaded" if st.get("source") == "missing" else st["run_cnt"], fmt(st["avg_ns"], ".0f"),
                  fmt(st["run_time_ns"] and st["run_time_ns"] / 1e6, ".1f")] for fn, st in sorted(prof.items())]
         lines.append(tabulate(rows, headers=["program", "runs", "avg ns", "total ms"], tablefmt="simple", disable_numparse=True))
-        if pr.get("modes"):
-            rows = [[mode, fmt(m["unnamed"]["median_ms"], ".1f"), fmt(m["named"]["median_ms"], ".1f")]
-                    for mode, m in pr["modes"].items()]
-            lines.append("fork() median ms in that round (the accounting on):")
-            lines.append(tabulate(rows, headers=["trace", "unnamed", "named"], tablefmt="simple",
-                                  disable_numparse=True))
+        lines += ["fork() median ms in that round (the accounting on), unnamed / named: " + ", ".join(
+            f"{mode} {fmt(m['unnamed']['median_ms'], '.1f')} / {fmt(m['named']['median_ms'], '.1f')}"
+            for mode, m in pr.get("modes", {}).items())] if pr.get("modes") else []
     full = result["modes"].get("full")
     if full and full.get("dup_mmap"):
         refs = full["dup_mmap"]["named"]["named_refs_per_fork"]
