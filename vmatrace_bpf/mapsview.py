@@ -136,8 +136,8 @@ def _signed(n: int) -> str:
 def render_diff(d: dict, limit: int = 40) -> str:
 
     o, n = d["old"], d["new"]
-    lines = [f"old: {escape(o['source'])} {o['time']} ({o['processes']} processes)",
-             f"new: {escape(n['source'])} {n['time']} ({n['processes']} processes)"]
+    lines = [f"{w}: {escape(x['source'])} {x['time']} ({x['processes']} process{'' if x['processes'] == 1 else 'es'})"
+             for w, x in (("old", o), ("new", n))]
     if d.get("pattern") is not None:
         lines.append(f"only {LABELS[d['by']]}s containing {escape(d['pattern'])} (and each process's change in them)")
     if not d["names"] and not d["processes"]:

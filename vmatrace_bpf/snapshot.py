@@ -67,6 +67,14 @@ def _read(path: str) -> Optional[bytes]:
         return None
 
 
+def host_comm(pid: int, proc: str = "/proc") -> str:
+    """/proc/PID/comm, decoded ("" where it cannot be read: the process is gone or hidden)."""
+    try:
+        return decode((_read(os.path.join(proc, str(pid), "comm")) or b"").rstrip(b"\n"))
+    except OSError:
+        return ""
+
+
 def from_host(proc: str = "/proc", pids: Optional[List[int]] = None) -> Snapshot:
     """Every process in PROC whose smaps is readable (PIDS: only these); kernel threads
     (empty smaps) and processes that exit while being read are left out, unreadable ones
@@ -83,11 +91,7 @@ def from_host(proc: str = "/proc", pids: Optional[List[int]] = None) -> Snapshot
             continue
         if not data:
             continue
-        try:
-            comm = (_read(os.path.join(base, "comm")) or b"").rstrip(b"\n")
-        except PermissionError:
-            comm = b""
-        procs.append(Proc(pid, decode(comm), decode(data)))
+        procs.append(Proc(pid, host_comm(pid, proc), decode(data)))
     return Snapshot(f"host:{proc}", time.time(), os.uname().release, os.geteuid() == 0, procs, unreadable)
 
 

@@ -85,6 +85,8 @@ def test_save_and_diff_one_process(grower, tmp_path):
     with open(new) as f:
         saved = json.load(f)
     assert saved["kernel"] == os.uname().release and saved["root"] is True
+    with open(f"/proc/{pid}/comm") as f:  # the comm that tells a reused PID apart
+        assert [(p["pid"], p["comm"]) for p in saved["processes"]] == [(pid, f.read().rstrip("\n"))]
 
 
 def test_save_and_diff_all_through_adb(grower, tmp_path):

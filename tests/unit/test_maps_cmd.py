@@ -212,3 +212,18 @@ def test_errors_escape_file_names_and_lines_once(tmp_path):
     r = subprocess.run([sys.executable, "-m", "vmatrace_bpf", "maps", "--file", str(tmp_path / "no\x1bpe")],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 1 and "\x1b" not in r.stderr and "no\\x1bpe: no such file" in r.stderr
+
+
+def test_one_process_save_keeps_its_comm(tmp_path):
+    """`maps PID --save` of a live host process records its comm (--diff tells a reused PID apart by it)."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        out = tmp_path / "one.json"
+        p = subprocess.run([sys.executable, "-m", "vmatrace_bpf", "maps", str(child.pid), "--save", str(out), "-j"],
+                           cwd=REPO, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+        assert p.returncode == 0, p.stderr
+        saved = json.loads(out.read_text())
+        assert [(q["pid"], q["comm"]) for q in saved["processes"]] == [(child.pid, "sleep")]
+    finally:
+        child.kill()
+        child.wait()

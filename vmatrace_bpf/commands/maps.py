@@ -35,8 +35,10 @@ def _collect(pid, use_adb, serial, all_procs):
         text, source = read_smaps(pid, serial)
     else:
         text, source = read_pid(pid)
+    # the comm tells a reused PID apart in --diff (host only: on a device it would cost another round trip)
+    comm = "" if use_adb else snapshot.host_comm(pid)
     snap = snapshot.Snapshot(source, time.time(), "" if use_adb else os.uname().release,
-                             False if use_adb else os.geteuid() == 0, [snapshot.Proc(pid, "", text)])
+                             False if use_adb else os.geteuid() == 0, [snapshot.Proc(pid, comm, text)])
     return snap
 
 
