@@ -12,7 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from vmatrace_bpf.bench import run_bench  # noqa: E402
+from vmatrace_bpf.forkbench import run_bench  # noqa: E402
 
 
 def main():

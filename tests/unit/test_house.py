@@ -1,6 +1,7 @@
 """The layout rules of the package (README, Development): data flows down, commands are a thin top floor."""
 
 import ast
+import glob
 import os
 
 import pytest
@@ -99,3 +100,17 @@ def test_modules_are_short_or_say_why(mod):
 def test_pr_set_vma_is_defined_once_on_the_python_side():
     owners = [m for m, p in MODS.items() if "0X53564D41" in open(p).read().upper()]
     assert owners == ["workload"], owners
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "examples", "*.py"))))
+def test_examples_import_what_exists(path):
+    """Every `from vmatrace_bpf.X import Y` of an example names a module and a name that exist (a module
+    renamed under an example broke it silently once: vmatrace_bpf.bench -> forkbench)."""
+    import importlib
+    tree = ast.parse(open(path).read())
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("vmatrace_bpf"):
+            mod = importlib.import_module(n.module)
+            for a in n.names:
+                assert hasattr(mod, a.name), f"{os.path.basename(path)}: {n.module} has no {a.name}"
