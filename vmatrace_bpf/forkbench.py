@@ -176,6 +176,19 @@ class BpfStats:
         return cls.match(cls.bpftool_progs(), programs, expected)
 
 
+def _forks(t: Optional[Tracer], mode: str, scen: Dict[str, "Scenario"], k: int) -> Dict[str, List[int]]:
+    """K forks of each scenario with T attached (None: untraced): {scenario: fork() latencies, ns}."""
+    if t:
+        t.attach()
+    try:
+        return {name: scen[name].fork(k) for name in SCENARIOS}
+    finally:
+        if t:
+            if mode == "full":
+                t.drain()
+            t.detach()
+
+
 def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str], distinct: bool,
               rounds: int = 5, progress=None, stats=None) -> dict:
     """The experiment's result (see the module).  STATS (BpfStats, or a stand-in) profiles the programs in
@@ -201,17 +214,8 @@ def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str]
             if not k:
                 continue
             for mode in modes:
-                t = tracers.get(mode)
-                if t:
-                    t.attach()
-                try:
-                    for name in SCENARIOS:
-                        user[mode][name].extend(scen[name].fork(k))
-                finally:
-                    if t:
-                        if mode == "full":
-                            t.drain()
-                        t.detach()
+                for name, ns in _forks(tracers.get(mode), mode, scen, k).items():
+                    user[mode][name].extend(ns)
             if progress:
                 progress(r + 1, rounds)
         result = {"vmas": vmas, "name_len": name_len, "pages": pages, "forks": forks, "distinct_names": distinct,
@@ -238,18 +242,11 @@ def run_bench(vmas: int, name_len: int, pages: int, forks: int, modes: List[str]
                 full["dup_mmap"][s]["named_refs_per_fork"] = sorted({e["named_copied"] for e in mine})
             full["lost_events"] = t.lost()
         if tracers and stats is not None:
-            # the profile: one untimed-for-the-ratios round per traced mode with the kernel's accounting on
+            # the profile: one more round per traced mode with the kernel's accounting on (not in the ratios)
             k = max(3, per_round[0])
-            prof_ms = {}
             with stats():
-                for mode, t in tracers.items():
-                    t.attach()
-                    try:
-                        prof_ms[mode] = {name: stats_ms(scen[name].fork(k)) for name in SCENARIOS}
-                    finally:
-                        if mode == "full":
-                            t.drain()
-                        t.detach()
+                prof_ms = {mode: {name: stats_ms(ns) for name, ns in _forks(t, mode, scen, k).items()}
+                           for mode, t in tracers.items()}
                 result["bpf_profile"] = stats.read(tracers)
             result["profile_round"] = {"forks": k, "modes": prof_ms}
         for t in tracers.values():
