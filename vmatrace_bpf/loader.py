@@ -171,10 +171,11 @@ class Tracer:
                               "to check kernel headers and BPF support") from None
         for pid in self.pids:
             self.watch_pid(pid)
-        # bcc attaches TRACEPOINT_PROBE and KRETFUNC_PROBE programs while loading;
+        # bcc attaches TRACEPOINT_PROBE, KFUNC_PROBE and KRETFUNC_PROBE programs while loading;
         # take them off so that attach()/detach() control every probe alike
         self._auto = [("tracepoint", tp.decode(), program_name("tracepoint", tp.decode(), ""))
                       for tp in list(self.bpf.tracepoint_fds)]
+        self._auto += [("kfunc", fn.decode(), fn.decode()) for fn in list(self.bpf.kfunc_entry_fds)]
         self._auto += [("kretfunc", fn.decode(), fn.decode()) for fn in list(self.bpf.kfunc_exit_fds)]
         for kind, target, fn in self._auto:
             self._detach_one(kind, target, fn)
@@ -192,6 +193,8 @@ class Tracer:
                     self.bpf.attach_kretprobe(event=target, fn_name=fn, maxactive=64)
                 elif kind == "tracepoint":
                     self.bpf.attach_tracepoint(tp=target, fn_name=fn)
+                elif kind == "kfunc":
+                    self.bpf.attach_kfunc(fn_name=fn)
                 else:
                     self.bpf.attach_kretfunc(fn_name=fn)
             except Exception as e:
@@ -206,6 +209,8 @@ class Tracer:
             self.bpf.detach_kretprobe(event=target)
         elif kind == "tracepoint":
             self.bpf.detach_tracepoint(tp=target)
+        elif kind == "kfunc":
+            self.bpf.detach_kfunc(fn_name=fn)
         else:
             self.bpf.detach_kretfunc(fn_name=fn)
 
@@ -267,7 +272,7 @@ class Tracer:
     def programs(self) -> Dict[str, Dict[str, int]]:
         """{BPF function: its /proc/self/fdinfo numbers (prog_id, run_cnt, run_time_ns, ...)} for every
         program bcc has loaded so far (kprobe programs are loaded when first attached).  The kernel keeps
-        only 15 characters of a name, and bcc's fexit names all begin "kretfunc__vmlinux__": the
+        only 15 characters of a name, and bcc's fentry/fexit names all begin "kfunc__vmlinux__"/"kretfunc__vmlin": the
         program id is what tells them apart (bpftool prog show lists it)."""
         out: Dict[str, Dict[str, int]] = {}
         for name, func in (self.bpf.funcs.items() if self.bpf is not None else ()):

@@ -24,7 +24,7 @@ from .kernel import KernelInfo
 
 @dataclass(frozen=True)
 class Probe:
-    """One attach point.  KIND is kprobe, kretprobe, kretfunc or tracepoint.
+    """One attach point.  KIND is kprobe, kretprobe, kfunc (fentry), kretfunc (fexit) or tracepoint.
 
     For kprobes, CANDIDATES are function names tried in order (the first one
     traceable here wins, clones included); FN is the BPF function to attach.
@@ -301,13 +301,13 @@ CAPABILITIES: Tuple[Capability, ...] = (
     Capability(
         "vma_dup", "vm_area_dup(): name refcount increments in fork and split",
         (
-            Variant("vm_area_dup-fexit", "VMA_DUP_KRETFUNC",
-                    (Probe("kretfunc", ("vm_area_dup",), "kretfunc__vmlinux__vm_area_dup", args="orig@1", ret=_VMA),),
-                    "fexit (BPF trampoline, x86_64 with BTF): far cheaper than a kretprobe on a function "
-                    "called once per VMA in fork; the per-fork counters sit in the task's local storage "
-                    "(bpf_task_storage_get for tracing programs since commit a10787e6d58c, 5.11), the copy "
-                    "is read through its BTF type",
-                    not_tracefs="fexit is a BPF program"),
+            Variant("vm_area_dup-fentry", "VMA_DUP_KFUNC",
+                    (Probe("kfunc", ("vm_area_dup",), "kfunc__vmlinux__vm_area_dup", args="orig@1", ret=_VMA),),
+                    "fentry (BPF trampoline, x86_64 with BTF) reading the original through its BTF type: the "
+                    "copy is named exactly when it is (dup_anon_vma_name); the per-fork counters sit in an "
+                    "array slot of the forking thread (no helper call does work per VMA), or in its fork_state "
+                    "entry when another thread holds the slot",
+                    not_tracefs="fentry is a BPF program"),
             Variant("vm_area_dup", "VMA_DUP_PROBE",
                     (Probe("kretprobe", ("vm_area_dup",), "kr_vm_area_dup", ret=_VMA),),
                     "vm_area_dup() copies the anon_name pointer and takes a reference: dup_anon_vma_name(), 5.17 "

@@ -59,8 +59,8 @@ def bcc_to_ourselves():
 class Collector:
     """A loaded tracer plus a way to run a workload scenario under it."""
 
-    def __init__(self, kinfo, force=None, ringbuf=None, header_layout=False):
-        self.kinfo, self.ringbuf = kinfo, ringbuf
+    def __init__(self, kinfo, force=None, ringbuf=None, header_layout=False, extra_defines=None):
+        self.kinfo, self.ringbuf, self.extra_defines = kinfo, ringbuf, extra_defines
         self.plan = choose(kinfo, force=force or {})
         if header_layout:  # struct members at the kernel headers' offsets, as on a kernel without BTF
             self.plan.layout, self.plan.layout_why = {}, "the test asked for the kernel headers"
@@ -71,7 +71,7 @@ class Collector:
         """Load and attach again (after close())."""
         from vmatrace_bpf.loader import Tracer
         self.tracer = Tracer(self.plan, self.kinfo, self.events.append, filter_pids=True,
-                             ringbuf=self.ringbuf).start()
+                             ringbuf=self.ringbuf, extra_defines=self.extra_defines).start()
         _ATTACHED.append(self)
 
     def spawn(self, scenario, *args):
@@ -121,6 +121,17 @@ def collector(kinfo):
     c = Collector(kinfo)
     yield c
     c.close()
+
+
+@pytest.fixture
+def slotless_collector(kinfo, collector):
+    """The default plan with FORK_SLOTS_OFF: vm_area_dup's program counts every fork in its fork_state entry,
+    as it does a fork whose array slot another thread holds."""
+    collector.close()
+    c = Collector(kinfo, extra_defines={"FORK_SLOTS_OFF": 1})
+    yield c
+    c.close()
+    collector.reopen()
 
 
 @pytest.fixture(scope="module")

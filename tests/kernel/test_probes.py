@@ -153,6 +153,26 @@ def test_fork_refcount_increments(collector):
     # the five name objects: allocated by the parent, freed when it exits (the child shared them)
     assert sorted(e["name"] for e in of(evs, "name_alloc")) == ["k0", "k1", "k2", "k3", "k4"]
     assert sorted(e["name"] for e in of(evs, "name_free")) == ["k0", "k1", "k2", "k3", "k4"]
+    assert_fork_slots_released(collector)
+
+
+def assert_fork_slots_released(collector):
+    """vm_area_dup's per-fork counters: once the fork is over, no thread holds a slot and no fork counts in
+    fork_state (a slot left claimed would send the next fork of that slot the slow way)."""
+    assert len(collector.tracer.table("fork_claims")) == 0
+    assert collector.tracer.table("fork_fallbacks")[0].value == 0
+    assert all(v.tid == 0 for v in collector.tracer.table("fork_slots").values())
+
+
+def test_fork_counts_in_task_storage_when_the_slot_is_taken(slotless_collector):
+    """FORK_SLOTS_OFF: every fork counts as one whose array slot another thread holds (in its fork_state
+    entry, a hash lookup per VMA): the same exact counts."""
+    res, evs, _ = slotless_collector.run("fork")
+    forks = of(evs, "fork")
+    assert len(forks) == 1 and forks[0]["child_pid"] == res["child"]
+    assert forks[0]["named_copied"] == res["k"] == 5
+    assert res["k"] < forks[0]["vmas_copied"] <= forks[0]["map_count"]
+    assert_fork_slots_released(slotless_collector)
 
 
 def test_lost_events_counted(collector):

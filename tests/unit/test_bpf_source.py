@@ -29,9 +29,14 @@ def test_every_probe_function_is_defined():
                 elif p.kind == "kretfunc":
                     fn = p.fn.replace("kretfunc__vmlinux__", "")
                     assert f"KRETFUNC_PROBE({fn}," in SRC, p.fn
+                elif p.kind == "kfunc":
+                    fn = p.fn.replace("kfunc__vmlinux__", "")
+                    assert f"KFUNC_PROBE({fn}," in SRC, p.fn
                 elif p.kind == "tracepoint":
                     cat, ev = p.candidates[0].split(":")
                     assert f"TRACEPOINT_PROBE({cat}, {ev})" in SRC, p.candidates[0]
+                else:
+                    raise AssertionError(f"{p.fn}: probe kind {p.kind} is not checked here")
 
 
 def test_vmg_offsets_are_all_used():

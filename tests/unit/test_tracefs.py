@@ -21,7 +21,7 @@ def test_definitions_from_saved_btf(saved_kernel, arch, release):
     plan = choose(k, backend="tracefs")
     assert plan.choices["name_free"].variant is None  # refused with tracefs, with the reason
     assert "kfree" in plan.choices["name_free"].why_missing()
-    assert all(p.kind != "kretfunc" for p in plan.probes())  # fexit is BPF only
+    assert all(p.kind not in ("kfunc", "kretfunc") for p in plan.probes())  # fentry/fexit are BPF only
     defs = build(plan, k, return_args=True)
     assert not defs.missing
     by_fn = {d.fn: d for d in defs.events}
