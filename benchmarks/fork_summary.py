@@ -6,7 +6,7 @@
 Groups the `vmabpf bench fork -j` results by kernel, architecture, pages and names (distinct or equal), and per
 group prints, over its runs: the named-vs-unnamed regression of untraced fork() (medians of each run), and the
 tracer's overhead (fork() median with probes / without, same run) for latency and full mode, unnamed and named:
-median, min and max.  Files that are not bench results (start-time-*.json) are skipped, and said so.
+median, min and max.  Files that are not bench results (start-time-*.json, floor-*.json) are skipped, and said so.
 """
 
 import json
@@ -42,7 +42,8 @@ def main(argv):
         except (OSError, ValueError) as e:
             skipped.append(f"{p}: {e}")
             continue
-        if not isinstance(d, dict) or "modes" not in d or "off" not in d.get("modes", {}):
+        if not isinstance(d, dict) or "off" not in d.get("modes", {}) or any(
+                k not in d for k in ("pages", "distinct_names", "vmas")):  # start-time-*, floor-* (fork_floor.py)
             skipped.append(f"{p}: not a bench fork result")
             continue
         groups.setdefault(key(p, d), []).append(d)

@@ -283,7 +283,7 @@ class Tracer:
 
     def expected_programs(self) -> List[str]:
         """The BPF functions of every program attach() attaches (the keys programs() should have once
-        each has been attached): the plan's kprobes and kretprobes, and the tracepoint and fexit programs
+        each has been attached): the plan's kprobes and kretprobes, and the tracepoint and fentry/fexit programs
         bcc loaded with the object (a plan's tracepoint a -D macro compiles out is not one)."""
         names = [program_name(p.kind, p.target, p.fn) for p in self.plan.probes() if p.kind in ("kprobe", "kretprobe")]
         return names + [fn for _, _, fn in getattr(self, "_auto", ())]

@@ -48,7 +48,7 @@ class Probe:
     args: str = ""
     ret: str = ""
     # the tracefs backend can place it (kprobe_events/kretprobe or a tracepoint it reads by field);
-    # False: BPF only (fexit, a tracepoint whose use needs a BPF map), with the reason
+    # False: BPF only (fentry/fexit, a tracepoint whose use needs a BPF map), with the reason
     tracefs: bool = True
     bcc: bool = True  # False: only the tracefs backend places it (reads what BPF gets another way)
 
