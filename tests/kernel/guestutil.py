@@ -56,8 +56,8 @@ def finish(workload):
 
 def start_vmabpf(*args, stdout=subprocess.PIPE):
     """`vmabpf ARGS` as a subprocess, returned once it says it is tracing (its banner on stderr)."""
-    p = subprocess.Popen(VMABPF + list(args), stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                         bufsize=1)
+    p = subprocess.Popen(VMABPF + list(args), stdout=stdout, stderr=subprocess.PIPE, text=True, errors="replace",
+                         cwd=REPO, bufsize=1)
     wait_banner(p)
     return p
 

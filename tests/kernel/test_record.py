@@ -15,7 +15,8 @@ from guestutil import REPO, VMABPF, go, start_workload, wait_banner
 
 
 def start(*args, stdout=subprocess.PIPE):
-    return subprocess.Popen(VMABPF + list(args), stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    return subprocess.Popen(VMABPF + list(args), stdout=stdout, stderr=subprocess.PIPE, text=True, errors="replace",
+                            cwd=REPO)
 
 
 def banner(proc):
@@ -73,7 +74,7 @@ def test_record_then_report_equals_watch(tmp_path):
 
     # report of the file == watch's final summary, field by field
     r = subprocess.run(VMABPF + ["report", "--format", "json", str(rec_file)], capture_output=True, text=True,
-                       cwd=REPO)
+                       errors="replace", cwd=REPO)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     rep = json.loads(r.stdout)
     final = [e for e in w_lines if e["type"] == "summary" and e["final"]][0]
@@ -95,7 +96,7 @@ def test_record_then_report_equals_watch(tmp_path):
 
     # the chrome export of a real recording: one slice for the fork, instants for the rest
     r = subprocess.run(VMABPF + ["report", "--format", "chrome", "-p", str(pid), str(rec_file)],
-                       capture_output=True, text=True, cwd=REPO)
+                       capture_output=True, text=True, errors="replace", cwd=REPO)
     assert r.returncode == 0, r.stderr
     trace = json.loads(r.stdout)["traceEvents"]
     assert len([e for e in trace if e["ph"] == "X" and e["pid"] == pid]) == 1

@@ -64,7 +64,7 @@ def test_record_under_storm_counts_what_it_lost(tmp_path, bcc_to_ourselves):
     out = tmp_path / "storm.vmabpf.jsonl"
     wl, pid = start_workload("storm", SECONDS)
     rec = subprocess.Popen(VMABPF + ["record", "-o", str(out), "-p", str(pid)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True, cwd=REPO, bufsize=1)
+                           stderr=subprocess.PIPE, text=True, errors="replace", cwd=REPO, bufsize=1)
     wait_banner(rec)
     res = go(wl)
     finish(wl)  # record ends when the process exits

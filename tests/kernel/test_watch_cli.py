@@ -73,7 +73,7 @@ def test_watch_children_and_process_exit():
 
 
 def test_watch_missing_pid_one_line():
-    r = subprocess.run(VMABPF + ["watch", "-p", "999999"], capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run(VMABPF + ["watch", "-p", "999999"], capture_output=True, text=True, errors="replace", cwd=REPO)
     assert r.returncode != 0
     assert r.stderr.strip().splitlines() == ["vmabpf: no process with PID 999999 (check the number with ps; "
                                              "it may have exited)"]
@@ -82,7 +82,7 @@ def test_watch_missing_pid_one_line():
 def test_watch_non_root_one_line():
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
                         "--bounding-set=-all"] + VMABPF + ["watch", "-p", "1"],
-                       capture_output=True, text=True, cwd=REPO, env={**os.environ, "HOME": "/tmp"})
+                       capture_output=True, text=True, errors="replace", cwd=REPO, env={**os.environ, "HOME": "/tmp"})
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vmabpf: cannot trace on this kernel: privileges"), r.stderr
@@ -93,7 +93,7 @@ def test_doctor_names_the_merge_prototype_it_checked(kinfo):
     """doctor, as a user runs it here: exit 0, and the merge path's prototype as this kernel's BTF has it."""
     from vmatrace_bpf.plan import choose
     merge = choose(kinfo).choices["merge"]
-    r = subprocess.run(VMABPF + ["doctor"], capture_output=True, text=True, cwd=REPO, timeout=240)
+    r = subprocess.run(VMABPF + ["doctor"], capture_output=True, text=True, errors="replace", cwd=REPO, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     proto = kinfo.btf.func_prototypes(merge.probes[0].target)[0]
     assert f"  merge: {proto.text()} [BTF]: " in r.stdout  # e.g. vma_merge(vmi, mm, prev, ...) on 6.6
