@@ -164,7 +164,7 @@ def assert_fork_slots_released(collector):
     assert all(v.tid == 0 for v in collector.tracer.table("fork_slots").values())
 
 
-def test_fork_counts_in_task_storage_when_the_slot_is_taken(slotless_collector):
+def test_fork_counts_in_fork_state_when_the_slot_is_taken(slotless_collector):
     """FORK_SLOTS_OFF: every fork counts as one whose array slot another thread holds (in its fork_state
     entry, a hash lookup per VMA): the same exact counts."""
     res, evs, _ = slotless_collector.run("fork")
