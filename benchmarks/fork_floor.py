@@ -32,6 +32,7 @@ from statistics import median
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vmatrace_bpf.errors import VmabpfError  # noqa: E402
 from vmatrace_bpf.forkbench import HEADROOM, Scenario, max_map_count  # noqa: E402
 from vmatrace_bpf.loader import Tracer, import_bcc, support_kfunc  # noqa: E402
 from vmatrace_bpf.plan import choose  # noqa: E402
@@ -150,4 +151,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except VmabpfError as e:  # an unsupported kernel, no bcc, no root: one line, as vmabpf says it
+        print(f"fork_floor: {e}", file=sys.stderr)
+        sys.exit(1)
