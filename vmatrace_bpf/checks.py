@@ -157,16 +157,16 @@ def check_btf(kinfo: KernelInfo) -> Check:
 
 
 def check_fentry(kinfo: KernelInfo, bcc_ok: bool) -> Check:
-    if kinfo.arch != "x86_64":
-        return Check("fentry", None, f"not used on {kinfo.arch}: bcc's BPF.support_kfunc() is x86_64-only, "
-                                     "so every probe is a kprobe here")
-    if not kinfo.btf:
-        return Check("fentry", False, "needs BTF", "CONFIG_DEBUG_INFO_BTF=y")
+    why = kinfo.kfunc_missing
+    if why:
+        hint = "CONFIG_DEBUG_INFO_BTF=y" if kinfo.btf is None else ""
+        return Check("fentry", False, f"not usable: {why} (kprobes are used)", hint)
     if not bcc_ok:
         return Check("fentry", None, "cannot tell without bcc")
-    ok = support_kfunc()
-    return Check("fentry", ok, "bcc reports fentry/fexit support" if ok else "bcc reports no fentry support "
-                 "(kprobes are used)")
+    if kinfo.arch == "x86_64" and not support_kfunc():
+        return Check("fentry", False, "bcc reports no fentry support (kprobes are used)")
+    # bcc's support_kfunc() says no on every arch but x86_64 although the kernel attaches (kernel.py)
+    return Check("fentry", True, "the kernel attaches BPF trampolines to kernel functions")
 
 
 def untrusted_dir(path: str) -> str:

@@ -198,11 +198,35 @@ class KernelInfo:
         return None
 
     @property
+    def kfunc_missing(self) -> str:
+        """Why fentry/fexit cannot attach to a kernel function here, from this kernel's files ('' when it can).
+
+        The kernel needs BTF (the program's attach target), BPF trampolines (bpf_trampoline_link_prog) and a way
+        for ftrace to call a trampoline from the traced function.  x86_64 has had that since 5.5 (commit
+        fec56f5890d9 "bpf: Introduce BPF trampoline").  arm64 got BPF trampolines in v6.0 (commit efc9909fdce0
+        "bpf, arm64: Add bpf trampoline for arm64") but can attach one to a kernel function only since v6.4
+        (commit 2aa6ac03516d "arm64: ftrace: Add direct call support"): CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS.
+        bcc's BPF.support_kfunc() answers False on every arch but x86_64, yet its attach_kfunc() attaches
+        wherever the kernel can (proven in the arm64 6.6 and 6.12 guests), so bcc is not asked."""
+        if self.btf is None:
+            return "no kernel BTF"
+        if "bpf_trampoline_link_prog" not in self.symbols:
+            return "no BPF trampolines (bpf_trampoline_link_prog is not in kallsyms)"
+        if self.arch == "x86_64":
+            return ""
+        if self.arch == "arm64":
+            direct = self.config_enabled("DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
+            if direct:
+                return ""
+            if direct is None:
+                return ("arm64 attaches a BPF trampoline to a kernel function only with "
+                        "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS (v6.4+) and this kernel's config cannot be read")
+            return "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS is not set (arm64 needs it for fentry, v6.4+)"
+        return f"fentry/fexit on {self.arch} is not known to vmabpf"
+
+    @property
     def kfunc_capable(self) -> bool:
-        """fentry/fexit usable through bcc: what bcc's BPF.support_kfunc() checks (x86_64 only,
-        kernel BTF, BPF trampolines), from this kernel's files."""
-        return (self.arch == "x86_64" and self.btf is not None
-                and "bpf_trampoline_link_prog" in self.symbols)
+        return not self.kfunc_missing
 
     def has_btf_func(self, name: str) -> bool:
         return bool(self.btf and self.btf.has_func(name))

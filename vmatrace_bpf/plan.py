@@ -303,7 +303,7 @@ CAPABILITIES: Tuple[Capability, ...] = (
         (
             Variant("vm_area_dup-fentry", "VMA_DUP_KFUNC",
                     (Probe("kfunc", ("vm_area_dup",), "kfunc__vmlinux__vm_area_dup", args="orig@1", ret=_VMA),),
-                    "fentry (BPF trampoline, x86_64 with BTF) reading the original through its BTF type: the "
+                    "fentry (BPF trampoline: x86_64, arm64 from 6.4; BTF) reading the original through its BTF type: the "
                     "copy is named exactly when it is (dup_anon_vma_name); the per-fork counters sit in an "
                     "array slot of the forking thread (no helper call does work per VMA), or in its fork_state "
                     "entry when another thread holds the slot",
@@ -544,8 +544,7 @@ def _resolve_probe(kinfo: KernelInfo, probe: Probe, variant: Variant) -> Tuple[O
     """(target, defines, what was checked) when the probe can attach here, else (None, {}, why)."""
     if probe.kind in ("kfunc", "kretfunc"):
         if not kinfo.kfunc_capable:
-            return None, {}, ("no fentry/fexit here (needs x86_64, BTF and BPF trampolines; bcc's "
-                              "support_kfunc() is x86_64-only)")
+            return None, {}, f"no fentry/fexit here: {kinfo.kfunc_missing}"
         for cand in probe.candidates:
             if kinfo.has_btf_func(cand) and kinfo.traceable(cand):
                 slots, checked = _check_signature(kinfo, probe, cand, variant)

@@ -373,3 +373,34 @@ def test_layout_checks_sizes_and_leaves_out_only_optional_members(tmp_path, monk
     b = BTFBuilder()
     b.struct("vm_area_struct", 8, [("vm_start", b.int("long unsigned int", 8), 0)])
     assert resolve_layout(BTF(b.bytes())) == ({}, "BTF has no vm_area_struct.vm_end: offsets from the kernel headers")
+
+
+@pytest.mark.parametrize("arch,config,variant,why", [
+    ("x86_64", None, "vm_area_dup-fentry", ""),
+    # arm64 attaches a BPF trampoline to a kernel function only with ftrace direct calls (v6.4+)
+    ("arm64", "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y\n", "vm_area_dup-fentry", ""),
+    ("arm64", "# CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS is not set\nCONFIG_BPF_JIT=y\n", "vm_area_dup",
+     "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS is not set"),
+    ("arm64", None, "vm_area_dup", "config cannot be read"),
+    ("riscv64", "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y\n", None, "not known to vmabpf"),
+])
+def test_fentry_by_arch_and_direct_calls(tmp_path, arch, config, variant, why):
+    k = synthetic_kernel(tmp_path, VMI, arch=arch,
+                         kallsyms=KALLSYMS + "ffffffff81000700 T bpf_trampoline_link_prog\n")
+    if config is not None:
+        (tmp_path / "config").write_text(config)
+        k = KernelInfo.from_files("9.9.9", arch, kallsyms=k.files.kallsyms, btf=k.files.btf,
+                                  config=str(tmp_path / "config"))
+    assert (why in k.kfunc_missing) if why else k.kfunc_missing == ""
+    choice = choose(k).choices["vma_dup"]
+    assert (choice.variant.name if choice.variant else None) == variant
+    if why and arch == "arm64":
+        assert why in dict(choice.rejected)["vm_area_dup-fentry"]
+
+
+def test_fentry_needs_trampolines_and_btf(tmp_path):
+    k = synthetic_kernel(tmp_path, VMI)  # no bpf_trampoline_link_prog in its kallsyms
+    assert "no BPF trampolines" in k.kfunc_missing
+    assert choose(k).choices["vma_dup"].variant.name == "vm_area_dup"
+    bare = KernelInfo.from_files("9.9.9", "x86_64", kallsyms=k.files.kallsyms)
+    assert bare.kfunc_missing == "no kernel BTF"
