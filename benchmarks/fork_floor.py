@@ -5,13 +5,13 @@ with vmabpf's full mode.
 
 Full mode counts the name references a fork takes with a program on vm_area_dup(), which fork() calls once
 per copied VMA.  Any program there, even one that returns at once, pays the attach mechanism on every one of
-those calls: a BPF trampoline (fentry or fexit) on x86_64, a kprobe/kretprobe elsewhere.  This benchmark forks
+those calls: a BPF trampoline (fentry or fexit) where the kernel has them (x86_64; arm64 from 6.4), else a kprobe/kretprobe.  This benchmark forks
 a process of V named VMAs (distinct 79-character names, as `bench fork`) K times per round in each mode, modes
 interleaved round by round:
 
     off           nothing attached
-    empty-fentry  KFUNC_PROBE(vm_area_dup) { return 0; }       (x86_64 with fentry only)
-    empty-fexit   KRETFUNC_PROBE(vm_area_dup) { return 0; }    (x86_64 with fentry only)
+    empty-fentry  KFUNC_PROBE(vm_area_dup) { return 0; }       (where fentry attaches: KernelInfo.kfunc_capable)
+    empty-fexit   KRETFUNC_PROBE(vm_area_dup) { return 0; }    (the same)
     fentry-count  an fentry that calls bpf_get_current_pid_tgid() and counts its hits in an array slot
                   (full mode's fentry without the VMA reads; the hits per fork show it ran)
     full-hash     full mode with FORK_SLOTS_OFF: the per-fork counters in the thread's fork_state entry (a
@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vmatrace_bpf.errors import VmabpfError  # noqa: E402
 from vmatrace_bpf.forkbench import HEADROOM, Scenario, max_map_count  # noqa: E402
-from vmatrace_bpf.loader import Tracer, import_bcc, support_kfunc  # noqa: E402
+from vmatrace_bpf.loader import Tracer, import_bcc  # noqa: E402
 from vmatrace_bpf.plan import choose  # noqa: E402
 from vmatrace_bpf.session import prepare  # noqa: E402
 
@@ -86,7 +86,7 @@ def main() -> int:
     kinfo, _ = prepare([], None, ())
     proc = Scenario("named", a.vmas, 79, 0, True)
     try:
-        modes = ["off"] + (["empty-fentry", "fentry-count", "empty-fexit"] if support_kfunc() else [])
+        modes = ["off"] + (["empty-fentry", "fentry-count", "empty-fexit"] if kinfo.kfunc_capable else [])
         modes += ["empty-kprobe", "full"]
         probes = {m: Empty(m) for m in modes if m in EMPTY}
         plan = choose(kinfo, only=["fork", "vma_dup"])

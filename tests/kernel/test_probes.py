@@ -164,6 +164,20 @@ def assert_fork_slots_released(collector):
     assert all(v.tid == 0 for v in collector.tracer.table("fork_slots").values())
 
 
+def test_vm_area_dup_on_fentry_where_the_kernel_attaches_trampolines(collector):
+    """fentry on vm_area_dup wherever the kernel's facts say a trampoline attaches (x86_64; arm64 with ftrace
+    direct calls, 6.4+), though bcc's support_kfunc() says no on arm64: the program is attached, and the fork
+    tests above count through it."""
+    kinfo = collector.kinfo
+    variant = collector.plan.choices["vma_dup"].variant.name
+    assert variant == ("vm_area_dup-fentry" if kinfo.kfunc_capable else "vm_area_dup"), kinfo.kfunc_missing
+    if kinfo.arch == "x86_64" or kinfo.config_enabled("DYNAMIC_FTRACE_WITH_DIRECT_CALLS"):
+        assert kinfo.kfunc_capable
+    if kinfo.kfunc_capable:
+        assert ("kfunc", "kfunc__vmlinux__vm_area_dup", "kfunc__vmlinux__vm_area_dup") in collector.tracer.attached
+        assert b"kfunc__vmlinux__vm_area_dup" in collector.tracer.bpf.kfunc_entry_fds
+
+
 def test_fork_counts_in_fork_state_when_the_slot_is_taken(slotless_collector):
     """FORK_SLOTS_OFF: every fork counts as one whose array slot another thread holds (in its fork_state
     entry, a hash lookup per VMA): the same exact counts."""
