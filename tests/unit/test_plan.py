@@ -404,3 +404,21 @@ def test_fentry_needs_trampolines_and_btf(tmp_path):
     assert choose(k).choices["vma_dup"].variant.name == "vm_area_dup"
     bare = KernelInfo.from_files("9.9.9", "x86_64", kallsyms=k.files.kallsyms)
     assert bare.kfunc_missing == "no kernel BTF"
+
+
+def test_doctor_fentry_check_follows_the_kernel_not_bcc_on_arm64(tmp_path, monkeypatch):
+    from vmatrace_bpf import checks
+    monkeypatch.setattr(checks, "support_kfunc", lambda: False)  # what bcc answers on arm64
+    ks = KALLSYMS + "ffffffff81000700 T bpf_trampoline_link_prog\n"
+    k = synthetic_kernel(tmp_path, VMI, arch="arm64", kallsyms=ks)
+    (tmp_path / "config").write_text("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y\n")
+    arm = KernelInfo.from_files("9.9.9", "arm64", kallsyms=k.files.kallsyms, btf=k.files.btf,
+                                config=str(tmp_path / "config"))
+    assert checks.check_fentry(arm, True).ok is True
+    x86 = KernelInfo.from_files("9.9.9", "x86_64", kallsyms=k.files.kallsyms, btf=k.files.btf)
+    c = checks.check_fentry(x86, True)
+    assert c.ok is False and "bcc reports no fentry" in c.detail
+    assert checks.check_fentry(x86, False).ok is None  # no bcc: cannot tell
+    old = checks.check_fentry(KernelInfo.from_files("9.9.9", "arm64", kallsyms=k.files.kallsyms, btf=k.files.btf),
+                              True)
+    assert old.ok is False and "config cannot be read" in old.detail
