@@ -5,9 +5,9 @@ with vmabpf's full mode.
 
 Full mode counts the name references a fork takes with a program on vm_area_dup(), which fork() calls once
 per copied VMA.  Any program there, even one that returns at once, pays the attach mechanism on every one of
-those calls: a BPF trampoline (fentry or fexit) where the kernel has them (x86_64; arm64 from 6.4), else a kprobe/kretprobe.  This benchmark forks
-a process of V named VMAs (distinct 79-character names, as `bench fork`) K times per round in each mode, modes
-interleaved round by round:
+those calls: a BPF trampoline (fentry or fexit) where the kernel has them (x86_64; arm64 from 6.4), else a
+kprobe/kretprobe.  This benchmark forks a process of V named VMAs (distinct 79-character names, as `bench fork`)
+K times per round in each mode, modes interleaved round by round:
 
     off           nothing attached
     empty-fentry  KFUNC_PROBE(vm_area_dup) { return 0; }       (where fentry attaches: KernelInfo.kfunc_capable)

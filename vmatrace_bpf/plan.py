@@ -303,8 +303,8 @@ CAPABILITIES: Tuple[Capability, ...] = (
         (
             Variant("vm_area_dup-fentry", "VMA_DUP_KFUNC",
                     (Probe("kfunc", ("vm_area_dup",), "kfunc__vmlinux__vm_area_dup", args="orig@1", ret=_VMA),),
-                    "fentry (BPF trampoline: x86_64, arm64 from 6.4; BTF) reading the original through its BTF type: the "
-                    "copy is named exactly when it is (dup_anon_vma_name); the per-fork counters sit in an "
+                    "fentry (BPF trampoline: x86_64, arm64 from 6.4; BTF) reading the original through its BTF "
+                    "type: the copy is named exactly when it is (dup_anon_vma_name); the per-fork counters sit in an "
                     "array slot of the forking thread (no helper call does work per VMA), or in its fork_state "
                     "entry when another thread holds the slot",
                     not_tracefs="fentry is a BPF program"),

@@ -375,22 +375,32 @@ def test_layout_checks_sizes_and_leaves_out_only_optional_members(tmp_path, monk
     assert resolve_layout(BTF(b.bytes())) == ({}, "BTF has no vm_area_struct.vm_end: offsets from the kernel headers")
 
 
+def fentry_kernel(tmp_path, arch, config=None):
+    """A synthetic kernel with BPF trampolines (bpf_trampoline_link_prog) and, if given, a config."""
+    tmp_path.mkdir(exist_ok=True)
+    k = synthetic_kernel(tmp_path, VMI, arch=arch,
+                         kallsyms=KALLSYMS + "ffffffff81000700 T bpf_trampoline_link_prog\n")
+    if config is None:
+        return k
+    (tmp_path / "config").write_text(config)
+    return KernelInfo.from_files("9.9.9", arch, kallsyms=k.files.kallsyms, btf=k.files.btf,
+                                 config=str(tmp_path / "config"))
+
+
+DIRECT_CALLS = "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y\n"
+
+
 @pytest.mark.parametrize("arch,config,variant,why", [
     ("x86_64", None, "vm_area_dup-fentry", ""),
     # arm64 attaches a BPF trampoline to a kernel function only with ftrace direct calls (v6.4+)
-    ("arm64", "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y\n", "vm_area_dup-fentry", ""),
+    ("arm64", DIRECT_CALLS, "vm_area_dup-fentry", ""),
     ("arm64", "# CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS is not set\nCONFIG_BPF_JIT=y\n", "vm_area_dup",
      "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS is not set"),
     ("arm64", None, "vm_area_dup", "config cannot be read"),
-    ("riscv64", "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y\n", None, "not known to vmabpf"),
+    ("riscv64", DIRECT_CALLS, None, "not known to vmabpf"),
 ])
 def test_fentry_by_arch_and_direct_calls(tmp_path, arch, config, variant, why):
-    k = synthetic_kernel(tmp_path, VMI, arch=arch,
-                         kallsyms=KALLSYMS + "ffffffff81000700 T bpf_trampoline_link_prog\n")
-    if config is not None:
-        (tmp_path / "config").write_text(config)
-        k = KernelInfo.from_files("9.9.9", arch, kallsyms=k.files.kallsyms, btf=k.files.btf,
-                                  config=str(tmp_path / "config"))
+    k = fentry_kernel(tmp_path, arch, config)
     assert (why in k.kfunc_missing) if why else k.kfunc_missing == ""
     choice = choose(k).choices["vma_dup"]
     assert (choice.variant.name if choice.variant else None) == variant
@@ -409,16 +419,10 @@ def test_fentry_needs_trampolines_and_btf(tmp_path):
 def test_doctor_fentry_check_follows_the_kernel_not_bcc_on_arm64(tmp_path, monkeypatch):
     from vmatrace_bpf import checks
     monkeypatch.setattr(checks, "support_kfunc", lambda: False)  # what bcc answers on arm64
-    ks = KALLSYMS + "ffffffff81000700 T bpf_trampoline_link_prog\n"
-    k = synthetic_kernel(tmp_path, VMI, arch="arm64", kallsyms=ks)
-    (tmp_path / "config").write_text("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y\n")
-    arm = KernelInfo.from_files("9.9.9", "arm64", kallsyms=k.files.kallsyms, btf=k.files.btf,
-                                config=str(tmp_path / "config"))
-    assert checks.check_fentry(arm, True).ok is True
-    x86 = KernelInfo.from_files("9.9.9", "x86_64", kallsyms=k.files.kallsyms, btf=k.files.btf)
+    assert checks.check_fentry(fentry_kernel(tmp_path / "a", "arm64", DIRECT_CALLS), True).ok is True
+    x86 = fentry_kernel(tmp_path / "x", "x86_64")
     c = checks.check_fentry(x86, True)
     assert c.ok is False and "bcc reports no fentry" in c.detail
     assert checks.check_fentry(x86, False).ok is None  # no bcc: cannot tell
-    old = checks.check_fentry(KernelInfo.from_files("9.9.9", "arm64", kallsyms=k.files.kallsyms, btf=k.files.btf),
-                              True)
+    old = checks.check_fentry(fentry_kernel(tmp_path / "o", "arm64"), True)
     assert old.ok is False and "config cannot be read" in old.detail
