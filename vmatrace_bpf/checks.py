@@ -231,8 +231,8 @@ def check_plan(plan: Plan) -> Check:
                            for m in missing), blocking=True)
 
 
-def diagnose(kinfo: KernelInfo, live: bool = True) -> Report:
-    plan = choose(kinfo)
+def diagnose(kinfo: KernelInfo, live: bool = True, plan: Optional[Plan] = None, fentry: bool = True) -> Report:
+    plan = plan or choose(kinfo)
     checks = [check_anon_names(kinfo, live), check_kprobes(kinfo), check_kallsyms(kinfo), check_tracepoints(kinfo),
               check_btf(kinfo), check_headers(kinfo)]
     bcc = bcc_info() if live else {}
@@ -241,14 +241,16 @@ def diagnose(kinfo: KernelInfo, live: bool = True) -> Report:
         checks.append(Check("bcc", bcc["error"] is None,
                             f"{bcc['version']} from {bcc['path']}" if bcc["error"] is None else "missing",
                             bcc["error"] or "", blocking=True))
-    checks.append(check_fentry(kinfo, bool(bcc) and bcc.get("error") is None))
+    if fentry:
+        checks.append(check_fentry(kinfo, bool(bcc) and bcc.get("error") is None))
     checks.append(check_plan(plan))
     return Report(kinfo.release, kinfo.arch, checks, plan, bcc)
 
 
-def blocking_problem(kinfo: KernelInfo) -> Optional[str]:
-    """None when tracing can start here, else one line saying what is wrong."""
-    rep = diagnose(kinfo)
+def blocking_problem(kinfo: KernelInfo, plan: Optional[Plan] = None) -> Optional[str]:
+    """None when tracing can start here, else one line saying what is wrong.  PLAN: KINFO's default plan
+    when the caller has it already (planning takes ~0.25 s under TCG)."""
+    rep = diagnose(kinfo, plan=plan, fentry=False)  # fentry's check blocks nothing, and asking bcc costs ~0.2 s
     bad = [c for c in rep.checks if c.blocking and c.ok is False]
     if not bad:
         return None

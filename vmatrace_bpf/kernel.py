@@ -112,7 +112,7 @@ class KernelInfo:
     def _text_clones(self) -> Dict[str, List[str]]:
         clones: Dict[str, List[str]] = {}
         for name, typ in self.symbols.items():
-            if typ not in "tT":
+            if "." not in name or typ not in "tT":  # most names: no regex (10x faster over a full kallsyms)
                 continue
             m = _CLONE_RE.match(name)
             if m:

@@ -10,11 +10,14 @@ import json
 import time
 from typing import Callable, List, Optional
 
-from tabulate import tabulate
-
 from .aggregate import regression
 from .escape import escape
 from .events import SCHEMA
+
+
+def tabulate(*args, **kw) -> str:  # imported at the first table, not before a trace starts (~0.3 s under TCG)
+    from tabulate import tabulate as _tabulate
+    return _tabulate(*args, **kw)
 
 
 def human_size(n: int) -> str:
@@ -71,9 +74,7 @@ def event_detail(ev: dict, verbose: bool = False) -> str:
         return f"{qname(ev['name'], w)} refs={ev['refcount']}" + (f" obj={ev['ptr']:#x}" if verbose else "")
     if t == "lost":
         return f"{ev['count']} events lost"
-    if t == "exit":
-        return "process exited"
-    return ""
+    return "process exited" if t == "exit" else ""
 
 
 EVENT_LABEL = {name: t.label for name, t in SCHEMA.items()}
@@ -259,8 +260,7 @@ def report_table(summary: dict, files: List[dict]) -> str:
         skipped = f["malformed_lines"] + f["unknown_lines"] + (1 if f["truncated"] else 0)
         if skipped:
             out.append(f"  {skipped} lines skipped" + (" (incomplete last line)" if f["truncated"] else ""))
-    out.append("")
-    out.append(summary_table(summary))  # the same text as watch's summary
+    out += ["", summary_table(summary)]  # the same text as watch's summary
     return "\n".join(out)
 
 

@@ -19,8 +19,6 @@ from .escape import escape
 from .kernel import KernelInfo
 from .loader import Tracer
 from .plan import Plan, PlanError, choose, parse_force
-from .tracefs import TracefsTracer
-from .tracefs_adb import Device
 
 
 def process_state(pid: int) -> Optional[str]:
@@ -104,6 +102,7 @@ def backend_and_device(backend: Optional[str], use_adb: bool, serial: Optional[s
         if backend == "bcc":
             raise VmabpfError("--adb traces through the device's tracefs: bcc cannot run over adb "
                               "(use --backend tracefs, the default with --adb)", exit_code=2)
+        from .tracefs_adb import Device  # the bcc path does not load the tracefs modules
         return "tracefs", Device(serial)
     return backend or "bcc", None
 
@@ -137,15 +136,22 @@ def prepare(pids: List[int], tid: Optional[int], force: Sequence[str],
         if tid:
             check_tid(pid, tid)
     kinfo = KernelInfo.live()
-    problem = tracefs_problem(kinfo) if backend == "tracefs" else blocking_problem(kinfo)
+    if backend == "tracefs":
+        problem, plan = tracefs_problem(kinfo), None
+    else:
+        # without --force and --only the checks' plan is the trace's: planned once
+        plan = None if force or only is not None else choose(kinfo)
+        problem = blocking_problem(kinfo, plan)
     if problem:
         raise VmabpfError(f"cannot trace on this kernel: {problem}; see 'vmabpf doctor'")
-    return kinfo, _plan(kinfo, force, only, backend)
+    return kinfo, plan or _plan(kinfo, force, only, backend)
 
 
 def open_tracer(plan: Plan, kinfo: KernelInfo, on_event: Callable[[dict], None], device=None, **kw):
     """The plan's tracer: BPF programs through bcc, or kprobe events in a tracefs instance (a device's
     over adb with DEVICE)."""
+    if device is not None or plan.backend == "tracefs":
+        from .tracefs import TracefsTracer  # the bcc path does not load the tracefs modules
     if device is not None:
         return TracefsTracer(plan, kinfo, on_event, fs=device, tids_of=device.tids, tgid_of=device.tgid, **kw)
     if plan.backend == "tracefs":
