@@ -232,7 +232,7 @@ def check_plan(plan: Plan) -> Check:
 
 
 def diagnose(kinfo: KernelInfo, live: bool = True, plan: Optional[Plan] = None, fentry: bool = True) -> Report:
-    plan = plan or choose(kinfo)
+    plan = plan if plan is not None else choose(kinfo)
     checks = [check_anon_names(kinfo, live), check_kprobes(kinfo), check_kallsyms(kinfo), check_tracepoints(kinfo),
               check_btf(kinfo), check_headers(kinfo)]
     bcc = bcc_info() if live else {}

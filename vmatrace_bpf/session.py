@@ -144,19 +144,18 @@ def prepare(pids: List[int], tid: Optional[int], force: Sequence[str],
         problem = blocking_problem(kinfo, plan)
     if problem:
         raise VmabpfError(f"cannot trace on this kernel: {problem}; see 'vmabpf doctor'")
-    return kinfo, plan or _plan(kinfo, force, only, backend)
+    return kinfo, plan if plan is not None else _plan(kinfo, force, only, backend)
 
 
 def open_tracer(plan: Plan, kinfo: KernelInfo, on_event: Callable[[dict], None], device=None, **kw):
     """The plan's tracer: BPF programs through bcc, or kprobe events in a tracefs instance (a device's
     over adb with DEVICE)."""
-    if device is not None or plan.backend == "tracefs":
-        from .tracefs import TracefsTracer  # the bcc path does not load the tracefs modules
+    if device is None and plan.backend != "tracefs":
+        return Tracer(plan, kinfo, on_event, **kw)
+    from .tracefs import TracefsTracer  # the bcc path does not load the tracefs modules
     if device is not None:
         return TracefsTracer(plan, kinfo, on_event, fs=device, tids_of=device.tids, tgid_of=device.tgid, **kw)
-    if plan.backend == "tracefs":
-        return TracefsTracer(plan, kinfo, on_event, **kw)
-    return Tracer(plan, kinfo, on_event, **kw)
+    return TracefsTracer(plan, kinfo, on_event, **kw)
 
 
 def ebpf_plan(force: Sequence[str] = (), only: Optional[List[str]] = None) -> Tuple[KernelInfo, Plan]:
