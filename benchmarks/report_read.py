@@ -11,6 +11,7 @@ Target: >= 300k events/s.
 """
 
 import os
+import platform
 import random
 import sys
 import tempfile
@@ -95,6 +96,9 @@ def main():
             print(f"report, {how}: read + aggregated {n:,} events ({len(summ['processes'])} processes) in "
                   f"{best:.2f} s wall = {rate / 1000:.0f}k events/s{cpu} "
                   f"[target >= 300k events/s: {'ok' if rate >= 300e3 else 'SLOW'}]")
+        # the interpreter matters: Debian's python3 runs this ~15% faster than a self-built one (docs/record-report.md)
+        print(f"python: {sys.executable} {platform.python_version()} ({platform.python_implementation()}, "
+              f"{platform.python_compiler()})")
         print(f"load average now: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 

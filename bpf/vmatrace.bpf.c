@@ -585,8 +585,10 @@ static __always_inline int vmg_return(struct pt_regs *ctx)
 	return 0;
 }
 
-int kr_vmg_new(struct pt_regs *ctx) { return vmg_return(ctx); }
-int kr_vmg_existing(struct pt_regs *ctx) { return vmg_return(ctx); }
+/* The return of vma_merge_new_range and of vma_merge_existing_range/vma_modify
+ * (the plan's kr_vmg_new and kr_vmg_existing run this one program; m->source
+ * tells them apart): merge_done is compiled once, not twice. */
+int kr_vmg(struct pt_regs *ctx) { return vmg_return(ctx); }
 #endif /* MERGE_VMG */
 
 /* ======================================================================== */

@@ -187,7 +187,7 @@ class Tracer:
 
     def attach(self) -> None:
         """Attach every probe of the plan."""
-        todo = [(p.kind, p.target, p.fn) for p in self.plan.probes() if p.kind in ("kprobe", "kretprobe")]
+        todo = [(p.kind, p.target, p.program) for p in self.plan.probes() if p.kind in ("kprobe", "kretprobe")]
         todo += self._auto
         for kind, target, fn in todo:
             try:
@@ -289,7 +289,9 @@ class Tracer:
         """The BPF functions of every program attach() attaches (the keys programs() should have once
         each has been attached): the plan's kprobes and kretprobes, and the tracepoint and fentry/fexit programs
         bcc loaded with the object (a plan's tracepoint a -D macro compiles out is not one)."""
-        names = [program_name(p.kind, p.target, p.fn) for p in self.plan.probes() if p.kind in ("kprobe", "kretprobe")]
+        names = [program_name(p.kind, p.target, p.program) for p in self.plan.probes()
+                 if p.kind in ("kprobe", "kretprobe")]
+        names = list(dict.fromkeys(names))  # probes that run one program: it is one program
         return names + [fn for _, _, fn in getattr(self, "_auto", ())]
 
     def table(self, name: str):

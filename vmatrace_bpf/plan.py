@@ -51,6 +51,13 @@ class Probe:
     # False: BPF only (fentry/fexit, a tracepoint whose use needs a BPF map), with the reason
     tracefs: bool = True
     bcc: bool = True  # False: only the tracefs backend places it (reads what BPF gets another way)
+    # the C function bcc attaches when it is not FN: probes that run one program (compiled once), each
+    # still its own probe by FN (its tracefs event, its -DARG_ macros)
+    prog: str = ""
+
+    @property
+    def program(self) -> str:
+        return self.prog or self.fn
 
     def params(self) -> List[Tuple[str, int]]:
         """[(name, 1-based position)] from ARGS."""
@@ -167,11 +174,13 @@ class Capability:
     missing_hint: str
 
 
-def _kp(fn_entry: str, fn_ret: Optional[str], *cands: str, args: str = "", ret: str = "") -> Tuple[Probe, ...]:
-    """A kprobe reading ARGS and, with FN_RET, a kretprobe reading the return value of type RET."""
+def _kp(fn_entry: str, fn_ret: Optional[str], *cands: str, args: str = "", ret: str = "",
+        ret_prog: str = "") -> Tuple[Probe, ...]:
+    """A kprobe reading ARGS and, with FN_RET, a kretprobe reading the return value of type RET (running
+    the C function RET_PROG when given)."""
     out = [Probe("kprobe", tuple(cands), fn_entry, args=args)]
     if fn_ret:
-        out.append(Probe("kretprobe", tuple(cands), fn_ret, ret=ret))
+        out.append(Probe("kretprobe", tuple(cands), fn_ret, ret=ret, prog=ret_prog))
     return tuple(out)
 
 
@@ -256,9 +265,10 @@ CAPABILITIES: Tuple[Capability, ...] = (
                     "pass vma to vma_merge()'); static since 6.7 (commit adb20b0c785e 'mm: make vma_merge() and split_vma() "
                     "internal'). Checked against BTF like the others, but no 6.9-6.11 test kernel proves it here"),
             Variant("vma_merge_struct", "MERGE_VMG",
-                    _kp("kp_vmg_new", "kr_vmg_new", "vma_merge_new_range", args="vmg@1", ret=_VMA)
+                    # one return program for both (kr_vmg: the merge event's code compiled once, not twice)
+                    _kp("kp_vmg_new", "kr_vmg_new", "vma_merge_new_range", args="vmg@1", ret=_VMA, ret_prog="kr_vmg")
                     + _kp("kp_vmg_existing", "kr_vmg_existing", "vma_merge_existing_range", "vma_modify",
-                          args="vmg@1", ret=_VMA),
+                          args="vmg@1", ret=_VMA, ret_prog="kr_vmg"),
                     "struct vma_merge_struct, 6.12+ (commit 2f1c6611b0a8 'mm: introduce vma_merge_struct and abstract "
                     "vma_merge(),vma_modify()'); vma_merge_new_range from commit cacded5e42b9 'mm: avoid using "
                     "vma_merge() for new VMAs', vma_merge_existing_range from cc8cb3697a8d 'mm: refactor "
@@ -349,6 +359,12 @@ class ResolvedProbe:
     kind: str
     target: str  # the real symbol (maybe a clone) or "category:event"
     fn: str
+    prog: str = ""  # Probe.prog
+
+    @property
+    def program(self) -> str:
+        """The C function bcc attaches (Probe.program)."""
+        return self.prog or self.fn
 
 
 @dataclass
@@ -632,7 +648,7 @@ def _try_variant(kinfo: KernelInfo, variant: Variant, choice: Choice, backend: s
                 degraded.append(note)
                 continue
             return resolved, defines, checked, degraded, note
-        resolved.append(ResolvedProbe(probe.kind, target, probe.fn))
+        resolved.append(ResolvedProbe(probe.kind, target, probe.fn, probe.prog))
         defines.update(probe_defines)
         _add_checked(checked, note)
         if probe.macro:

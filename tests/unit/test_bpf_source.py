@@ -25,7 +25,7 @@ def test_every_probe_function_is_defined():
                 if not p.bcc:  # tracefs only
                     continue
                 if p.kind in ("kprobe", "kretprobe"):
-                    assert re.search(rf"^int {p.fn}\(struct pt_regs \*ctx\)", SRC, re.M), p.fn
+                    assert re.search(rf"^int {p.program}\(struct pt_regs \*ctx\)", SRC, re.M), p.fn
                 elif p.kind == "kretfunc":
                     fn = p.fn.replace("kretfunc__vmlinux__", "")
                     assert f"KRETFUNC_PROBE({fn}," in SRC, p.fn

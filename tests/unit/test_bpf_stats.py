@@ -19,8 +19,10 @@ def capture():
 
 
 def plan_programs(cap):
-    """The BPF function of every probe of the captured plan (all compiled in: the full plan)."""
-    return [loader.program_name(kind, target, fn) for kind, target, fn in cap["plan_probes"]]
+    """The BPF program of every probe of the captured plan (all compiled in: the full plan), each once (the
+    plan's kr_vmg_new and kr_vmg_existing run one program, kr_vmg)."""
+    return list(dict.fromkeys(loader.program_name(kind, target, prog)
+                              for kind, target, _fn, prog in cap["plan_probes"]))
 
 
 class FakeTracer:
@@ -39,10 +41,11 @@ class FakeTracer:
 def test_capture_is_one_program_per_probe():
     cap = capture()
     names = plan_programs(cap)
-    assert len(names) == len(set(names)) == len(cap["plan_probes"]) == 15
+    assert len(cap["plan_probes"]) == 15 and len(names) == 14
+    assert [fn for _k, _t, fn, prog in cap["plan_probes"] if prog == "kr_vmg"] == ["kr_vmg_new", "kr_vmg_existing"]
     assert set(cap["tracer_programs"]) == set(names)
-    # kinds the old profile missed are in it: fexit and tracepoints
-    assert {"kretfunc__vmlinux__vm_area_dup", "tracepoint__kmem__kfree", "tracepoint__sched__sched_process_fork"} \
+    # kinds the old profile missed are in it: fentry (the plan's vm_area_dup since session 23) and tracepoints
+    assert {"kfunc__vmlinux__vm_area_dup", "tracepoint__kmem__kfree", "tracepoint__sched__sched_process_fork"} \
         <= set(names)
 
 
@@ -62,7 +65,7 @@ def test_every_program_matched_by_id(monkeypatch):
         assert st["avg_ns"] == (want["run_time_ns"] / want["run_cnt"] if want.get("run_cnt") else None)
         renamed += st["name"] != fn
     # bpftool's names are not bcc's for the fexit and one tracepoint: matching by name would have lost them
-    assert prof["kretfunc__vmlinux__vm_area_dup [full]"]["name"] == "vm_area_dup" and renamed >= 2
+    assert prof["kfunc__vmlinux__vm_area_dup [full]"]["name"] == "vm_area_dup" and renamed >= 2
 
 
 def test_same_name_other_id_is_not_taken():
@@ -119,13 +122,13 @@ class FakeBPF:
 def test_tracer_programs_keys_are_bcc_function_names(monkeypatch):
     """Tracer.programs(): bcc's function names (bytes) as str, only what fdinfo shows is a program."""
     cap = capture()
-    infos = {10: cap["tracer_programs"]["kp_split"], 11: cap["tracer_programs"]["kretfunc__vmlinux__vm_area_dup"],
+    infos = {10: cap["tracer_programs"]["kp_split"], 11: cap["tracer_programs"]["kfunc__vmlinux__vm_area_dup"],
              12: {"pos": 0, "flags": 2}}  # an fd that is not a BPF program: no prog_id
     monkeypatch.setattr(loader, "fdinfo", lambda fd: infos[fd])
     t = loader.Tracer.__new__(loader.Tracer)
-    t.bpf = FakeBPF({b"kp_split": FakeFunc(10), b"kretfunc__vmlinux__vm_area_dup": FakeFunc(11),
+    t.bpf = FakeBPF({b"kp_split": FakeFunc(10), b"kfunc__vmlinux__vm_area_dup": FakeFunc(11),
                      b"helper": FakeFunc(12)})
-    assert t.programs() == {"kp_split": infos[10], "kretfunc__vmlinux__vm_area_dup": infos[11]}
+    assert t.programs() == {"kp_split": infos[10], "kfunc__vmlinux__vm_area_dup": infos[11]}
 
 
 def test_tracer_expects_every_program_it_attaches():
@@ -133,9 +136,9 @@ def test_tracer_expects_every_program_it_attaches():
     (tracepoints, fexit) = every program of the captured full plan."""
     from types import SimpleNamespace
     cap = capture()
-    probes = [SimpleNamespace(kind=k, target=tg, fn=fn) for k, tg, fn in cap["plan_probes"]]
+    probes = [SimpleNamespace(kind=k, target=tg, fn=fn, program=prog) for k, tg, fn, prog in cap["plan_probes"]]
     t = loader.Tracer.__new__(loader.Tracer)
     t.plan = SimpleNamespace(probes=lambda: probes)
-    t._auto = [(p.kind, p.target, loader.program_name(p.kind, p.target, p.fn)) for p in probes
-               if p.kind in ("tracepoint", "kretfunc")]
+    t._auto = [(p.kind, p.target, loader.program_name(p.kind, p.target, p.program)) for p in probes
+               if p.kind in ("tracepoint", "kfunc", "kretfunc")]
     assert sorted(t.expected_programs()) == sorted(cap["tracer_programs"])

@@ -29,7 +29,7 @@ with BpfStats():
         progs = BpfStats.bpftool_progs()
         out = {"release": platform.release(), "arch": platform.machine(),
                "command": "tests/vm/run --kernel %s -- python3 tests/data/bpftool/capture.py" % platform.release(),
-               "plan_probes": [[p.kind, p.target, p.fn] for p in plan.probes()],
+               "plan_probes": [[p.kind, p.target, p.fn, p.program] for p in plan.probes()],
                "tracer_programs": t.programs(), "bpftool_prog_show": progs}
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), platform.release() + ".json")
 with open(path, "w") as f:
