@@ -111,28 +111,41 @@ def one_run(tree: str, pid: int, timeout: float = 600, backend: str = "bcc") -> 
 
 
 def breakdown() -> dict:
-    """Seconds inside bcc's BPF(text=...) for the program `watch` loads here and for stand-ins: the same
-    cflags, a trivial program with vmatrace.bpf.c's kernel headers, with <linux/mm_types.h> alone and with
-    <uapi/linux/ptrace.h> alone (what bcc costs before any kernel header).  In this process, one after the other."""
+    """Seconds inside bcc's BPF(text=...) for the program `watch` loads here, for it without each capability
+    of the plan (that capability's -D macros left out: what its code costs) and for stand-ins: a trivial
+    program with vmatrace.bpf.c's kernel headers, with <linux/mm_types.h> alone and with <uapi/linux/ptrace.h>
+    alone (what bcc costs before any kernel header).  In this process, one after the other, after one
+    warm-up compile (a process's first compile is ~1 s slower: it is in `watch`'s figure, not in these)."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from vmatrace_bpf import loader
     from vmatrace_bpf.kernel import KernelInfo
     from vmatrace_bpf.plan import choose
     bcc = loader.import_bcc()
     kinfo = KernelInfo.live()
-    cflags = loader.cflags(loader.build_defines(choose(kinfo), kinfo, [os.getpid()], filter_pids=True))
+    plan = choose(kinfo)
+    defines = loader.build_defines(plan, kinfo, [os.getpid()], filter_pids=True)
+    cflags = loader.cflags(defines)
     trivial = "int f(struct pt_regs *ctx) { return 0; }\n"
-    variants = {
-        "vmatrace.bpf.c (watch's plan)": loader.program_source(),
-        "trivial + ptrace.h, sched.h, mm_types.h": "#include <uapi/linux/ptrace.h>\n#include <linux/sched.h>\n"
-                                                     "#include <linux/mm_types.h>\n" + trivial,
-        "trivial + ptrace.h, mm_types.h": "#include <uapi/linux/ptrace.h>\n#include <linux/mm_types.h>\n" + trivial,
-        "trivial + ptrace.h": "#include <uapi/linux/ptrace.h>\n" + trivial,
-    }
+    program = loader.program_source()
+    variants = {"vmatrace.bpf.c (watch's plan)": (program, cflags)}
+    for cap, ch in plan.choices.items():
+        if ch.variant:
+            drop = {ch.variant.macro, *ch.defines}
+            variants[f"vmatrace.bpf.c without {cap}"] = (
+                program, loader.cflags({k: v for k, v in defines.items() if k not in drop}))
+    variants.update({
+        "trivial + ptrace.h, sched.h, mm_types.h": ("#include <uapi/linux/ptrace.h>\n#include <linux/sched.h>\n"
+                                                    "#include <linux/mm_types.h>\n" + trivial, cflags),
+        "trivial + ptrace.h, mm_types.h": ("#include <uapi/linux/ptrace.h>\n#include <linux/mm_types.h>\n" + trivial,
+                                           cflags),
+        "trivial + ptrace.h": ("#include <uapi/linux/ptrace.h>\n" + trivial, cflags),
+        "trivial, bcc's flags only": (trivial, []),
+    })
+    bcc.BPF(text=trivial).cleanup()  # the warm-up
     out = {}
-    for name, text in variants.items():
+    for name, (text, flags) in variants.items():
         t = time.monotonic()
-        bcc.BPF(text=text, cflags=cflags).cleanup()
+        bcc.BPF(text=text, cflags=flags).cleanup()
         out[name] = time.monotonic() - t
     return out
 
