@@ -6,10 +6,12 @@ The only module that imports bcc.  bcc comes from the distribution
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import os
 import sys
+import tempfile
 from typing import Callable, Dict, Iterable, List, Optional
 
 from . import events
@@ -140,6 +142,29 @@ def fdinfo(fd: int) -> Dict[str, int]:
     return out
 
 
+@contextlib.contextmanager
+def empty_cwd():
+    """Run the block in an empty private directory (mode 0700), then return to the caller's one.
+
+    bcc's first compile of a boot unpacks the kernel's headers with shell commands (system(): modprobe, tar,
+    rm -rf) run in the caller's working directory; in a test guest one of them was garbage bytes (its
+    shell error seen in session 26), and twice a CI run's checkout, the kernel tests' working directory,
+    lost every file not starting with a dot, a deletion no code of ours makes.  Whatever bcc's shell runs
+    with a relative path then finds nothing of the user's to touch."""
+    back = os.open(".", os.O_RDONLY)
+    d = tempfile.mkdtemp(prefix="vmabpf-bcc-")
+    try:
+        os.chdir(d)
+        yield d
+    finally:
+        os.fchdir(back)
+        os.close(back)
+        try:
+            os.rmdir(d)  # only if empty: what bcc left there stays (and says something)
+        except OSError:
+            pass
+
+
 def program_name(kind: str, target: str, fn: str) -> str:
     """The name bcc gives the program of a probe (plan.Probe kind, target, fn): a TRACEPOINT_PROBE's is
     made from its tracepoint, not its C function."""
@@ -169,7 +194,8 @@ class Tracer:
         """Compile and load the programs (nothing attached yet)."""
         bcc = import_bcc()
         try:
-            self.bpf = bcc.BPF(text=program_source(), cflags=cflags(self.defines))
+            with empty_cwd():
+                self.bpf = bcc.BPF(text=program_source(), cflags=cflags(self.defines))
         except Exception as e:
             raise VmabpfError(f"the BPF program failed to compile or load ({e}); run 'vmabpf doctor' "
                               "to check kernel headers and BPF support") from None
