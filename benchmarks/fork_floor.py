@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vmatrace_bpf.errors import VmabpfError  # noqa: E402
 from vmatrace_bpf.forkbench import HEADROOM, Scenario, max_map_count  # noqa: E402
-from vmatrace_bpf.loader import Tracer, import_bcc  # noqa: E402
+from vmatrace_bpf.loader import Tracer, empty_cwd, import_bcc  # noqa: E402
 from vmatrace_bpf.plan import choose  # noqa: E402
 from vmatrace_bpf.session import prepare  # noqa: E402
 
@@ -55,7 +55,8 @@ class Empty:
 
     def __init__(self, mode: str):
         self.mode = mode
-        self.bpf = import_bcc().BPF(text=EMPTY[mode])
+        with empty_cwd():
+            self.bpf = import_bcc().BPF(text=EMPTY[mode])
         # bcc attaches KFUNC/KRETFUNC programs while loading: off until attach()
         self.detach()
 

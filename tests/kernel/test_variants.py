@@ -8,7 +8,7 @@ counts; the variant's note and README say so.
 
 import pytest
 
-from vmatrace_bpf.loader import build_defines, cflags, import_bcc, program_source
+from vmatrace_bpf.loader import build_defines, cflags, empty_cwd, import_bcc, program_source
 from vmatrace_bpf.plan import CAPABILITIES
 
 
@@ -32,9 +32,10 @@ def test_unproven_merge_reading_builds_and_verifies(kinfo, collector, name):
     for probe in v.probes:
         for param, pos in probe.params():
             d[f"ARG_{probe.fn}_{param}"] = pos - 1  # every argument one word, as on the kernels it is for
-    b = bcc.BPF(text=program_source(), cflags=cflags(d))
+    with empty_cwd():
+        b = bcc.BPF(text=program_source(), cflags=cflags(d))
     try:
         for probe in v.probes:
-            assert b.load_func(probe.fn, bcc.BPF.KPROBE).fd >= 0
+            assert b.load_func(probe.program, bcc.BPF.KPROBE).fd >= 0
     finally:
         b.cleanup()
