@@ -15,9 +15,16 @@ KERNELS = {("x86_64", "6.1.192"), ("x86_64", "6.6.87"), ("x86_64", "6.12.117"), 
 _UNPACKED = {}
 
 
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def btf_path(arch, release):
     """../shared/vm/ARCH/btf-RELEASE, or the xz copy in tests/data/kernels (BTF captured from a guest
-    where shared/ has none: arm64), unpacked once per test run."""
+    where shared/ has none: arm64), unpacked once per test run into a temporary file removed at exit."""
     p = os.path.join(SHARED_VM, arch, f"btf-{release}")
     if os.path.exists(p):
         return p
@@ -25,9 +32,11 @@ def btf_path(arch, release):
     if not os.path.exists(xz):
         return None
     if xz not in _UNPACKED:
+        import atexit
         import lzma
         import tempfile
         fd, out = tempfile.mkstemp(prefix=f"vmabpf-btf-{arch}-{release}-")
+        atexit.register(_remove, out)
         with os.fdopen(fd, "wb") as f, lzma.open(xz) as src:
             f.write(src.read())
         _UNPACKED[xz] = out
